@@ -1,0 +1,1 @@
+"""Goal migration service: moves JSONB action items into treatment_goals."""

@@ -1,0 +1,97 @@
+"""Settings, read from the environment and ``backend/.env`` once, through ``get_settings()``."""
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKEND_DIR = Path(__file__).resolve().parent.parent
+ENV_FILE = BACKEND_DIR / ".env"
+
+_DRIVER_PREFIXES = ("postgresql+asyncpg://", "postgresql://", "postgres://")
+
+
+class ConfigError(Exception):
+    """A setting is missing or unusable; the message is meant for the operator, as is."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Return the URL in SQLAlchemy's asyncpg form, or raise ValueError saying what is wrong."""
+    url = url.strip()
+    for prefix in _DRIVER_PREFIXES:
+        if url.startswith(prefix):
+            rest = url[len(prefix) :]
+            break
+    else:
+        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+        raise ValueError(
+            f"must start with postgresql://, postgres:// or postgresql+asyncpg:// (got {scheme!r})"
+        )
+    parts = urlsplit("postgresql://" + rest)
+    if not parts.path.strip("/"):
+        raise ValueError("names no database (expected .../<database>)")
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError("names no host (use @host/db or ?host=/socket/dir)")
+    return "postgresql+asyncpg://" + rest
+
+
+class Settings(BaseSettings):
+    """Everything the service and its scripts read from the environment."""
+
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore")
+
+    database_url: str | None = None
+    jwt_secret: str | None = None
+    job_partitions: int = 2
+    heartbeat_seconds: float = 2.0
+    stale_after_seconds: float = 30.0
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_database_url(value)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError(
+                "must be at least 32 characters "
+                '(generate one: python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        return value
+
+    def require_jwt_secret(self) -> str:
+        """The signing secret, or ConfigError when the app cannot run without it."""
+        if not self.jwt_secret:
+            raise ConfigError(
+                "JWT_SECRET not found in environment\n"
+                "Set JWT_SECRET (32+ characters) in the environment or in backend/.env"
+            )
+        return self.jwt_secret
+
+
+def load_settings(*, require_database: bool = True, **overrides) -> Settings:
+    """Build Settings, turning validation failures into one ConfigError for the operator."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = str(first.get("ctx", {}).get("error") or first["msg"])
+        raise ConfigError(f"{field}: {message}") from None
+    if require_database and not settings.database_url:
+        raise ConfigError(
+            "DATABASE_URL not found in environment\n"
+            f"Set DATABASE_URL in the environment or in {ENV_FILE} "
+            "(e.g. DATABASE_URL=postgresql://user:password@localhost:5432/dbname)"
+        )
+    return settings
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()

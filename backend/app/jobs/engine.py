@@ -1,0 +1,399 @@
+"""The migration's rules, and one batch of them as a single set-based statement.
+
+A batch is every candidate session of a contiguous range of patients. Duplicates never cross
+patients, so a batch holding whole patients can decide every duplicate by itself: against the
+goals already in treatment_goals, and against its own earlier items in (session_date, id,
+item index) order. That is what lets a dry run predict a real run without remembering what it
+"would have created" in earlier batches, and what lets two partitions of the patient space run
+side by side on both cores.
+
+A real batch commits all its sessions together. If its statement fails, the batch is replayed
+in one transaction with a savepoint per session, in processing order, so only the sessions that
+fail are rolled back: the observable result is that of one transaction per session.
+"""
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.models.therapy_session import CANDIDATE_PREDICATE
+
+# ASCII whitespace only: space, tab, LF, CR, FF, VT. U+00A0 and zero-width characters stay.
+TRIM = r"E' \t\n\r\f\x0b'"
+
+# Each partition keeps up to this many findings and preview goals, in processing order; the
+# runner trims a job's findings back to FINDINGS_CAP when it ends.
+FINDINGS_CAP = 10_000
+PREVIEW_CAP = 100
+
+# Statistics every migrate job keeps, in the order the API, CLI and page show them.
+STAT_NAMES = (
+    "sessions_processed",
+    "sessions_with_action_items",
+    "goals_created",
+    "goals_skipped_duplicate",
+    "goals_skipped_invalid",
+    "errors",
+)
+
+_BATCH_SQL = f"""
+WITH batch AS (
+    SELECT s.id AS session_id, s.patient_id, s.therapist_id, s.session_date,
+           s.extracted_notes -> 'action_items' AS action_items
+    FROM therapy_sessions AS s
+    WHERE {CANDIDATE_PREDICATE.replace("extracted_notes", "s.extracted_notes")}
+      AND s.patient_id BETWEEN :lo AND :hi
+      {{session_filter}}
+),
+elements AS (
+    SELECT b.session_id, b.patient_id, b.therapist_id, b.session_date,
+           (e.ordinality - 1)::int AS item_index, e.value AS item
+    FROM batch AS b
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(b.action_items) = 'array' THEN b.action_items END
+    ) WITH ORDINALITY AS e
+),
+-- Every item with its verdict; a non-array action_items is one invalid item without index.
+items AS (
+    SELECT el.session_id, el.patient_id, el.therapist_id, el.session_date, el.item_index,
+           CASE
+               WHEN jsonb_typeof(el.item) <> 'object' THEN 'item is not an object'
+               WHEN jsonb_typeof(el.item -> 'task') IS DISTINCT FROM 'string'
+                    OR btrim(el.item ->> 'task', {TRIM}) = '' THEN 'missing task'
+               WHEN jsonb_typeof(el.item -> 'details') NOT IN ('string', 'null')
+                    THEN 'details is not a string'
+               WHEN jsonb_typeof(el.item -> 'category') NOT IN ('string', 'null')
+                    THEN 'category is not a string'
+           END AS reason,
+           btrim(el.item ->> 'task', {TRIM}) AS task,
+           CASE WHEN jsonb_typeof(el.item -> 'details') = 'string'
+                THEN btrim(el.item ->> 'details', {TRIM}) END AS details,
+           CASE WHEN jsonb_typeof(el.item -> 'category') = 'string'
+                THEN nullif(btrim(el.item ->> 'category', {TRIM}), '') END AS category
+    FROM elements AS el
+    UNION ALL
+    SELECT b.session_id, b.patient_id, b.therapist_id, b.session_date, NULL,
+           'action_items is not an array', NULL, NULL, NULL
+    FROM batch AS b
+    WHERE jsonb_typeof(b.action_items) <> 'array'
+),
+goals AS (
+    SELECT i.session_id, i.patient_id, i.therapist_id, i.session_date, i.item_index, i.category,
+           CASE WHEN i.details <> '' THEN i.task || ' - ' || i.details ELSE i.task END
+               AS description
+    FROM items AS i
+    WHERE i.reason IS NULL
+),
+-- The first occurrence of each (patient, description) in processing order is the one that
+-- may create a goal; every later one is a duplicate.
+firsts AS (
+    SELECT DISTINCT ON (g.patient_id, g.description) g.*
+    FROM goals AS g
+    ORDER BY g.patient_id, g.description, g.session_date, g.session_id, g.item_index
+),
+-- The range predicate on t.patient_id keeps any plan (nested loop or hash anti-join) on this
+-- batch's patients instead of re-reading the whole, growing goals table every batch.
+new_goals AS (
+    SELECT f.*
+    FROM firsts AS f
+    WHERE NOT EXISTS (
+        SELECT 1
+        FROM treatment_goals AS t
+        WHERE t.patient_id = f.patient_id
+          AND t.patient_id BETWEEN :lo AND :hi
+          AND md5(t.description) = md5(f.description)
+          AND t.description = f.description
+    )
+),
+created AS (
+    {{create}}
+),
+findings AS (
+    INSERT INTO migration_findings (job_id, session_id, item_index, kind, reason)
+    SELECT :job_id, i.session_id, i.item_index, 'invalid', i.reason
+    FROM items AS i
+    WHERE i.reason IS NOT NULL
+    ORDER BY i.patient_id, i.session_date, i.session_id, i.item_index
+    LIMIT :findings_room
+    RETURNING 1
+){{report_cte}}
+SELECT
+    (SELECT count(*) FROM batch) AS sessions_processed,
+    (SELECT count(*) FROM batch
+     WHERE jsonb_typeof(action_items) = 'array' AND action_items <> '[]'::jsonb)
+        AS sessions_with_action_items,
+    (SELECT count(*) FROM created) AS goals_created,
+    (SELECT count(*) FROM goals) - (SELECT count(*) FROM created) AS goals_skipped_duplicate,
+    (SELECT count(*) FROM items WHERE reason IS NOT NULL) AS goals_skipped_invalid,
+    (SELECT count(*) FROM findings) AS findings_stored{{report_column}}
+"""
+
+_CREATE_REAL = """INSERT INTO treatment_goals (patient_id, therapist_id, session_id, description,
+                                 category, status, created_at, updated_at, source_job_id)
+    SELECT patient_id, therapist_id, session_id, description, category, 'assigned',
+           session_date, now(), :job_id
+    FROM new_goals
+    RETURNING 1"""
+
+# A dry run writes nothing to treatment_goals; it keeps the first goals it would create.
+_CREATE_DRY = """SELECT 1 FROM new_goals
+),
+previewed AS (
+    INSERT INTO migration_previews (job_id, session_id, item_index, patient_id, description,
+                                    category, created_at)
+    SELECT :job_id, session_id, item_index, patient_id, description, category, session_date
+    FROM new_goals
+    ORDER BY patient_id, session_date, session_id, item_index
+    LIMIT :preview_room
+    RETURNING 1"""
+
+# Verbose runs (the CLI's --verbose) also get every session and item outcome, for the
+# operator's own terminal; never logged.
+_REPORT_CTE = """,
+report AS (
+    SELECT b.session_id, b.patient_id, b.session_date,
+           CASE WHEN jsonb_typeof(b.action_items) = 'array'
+                THEN jsonb_array_length(b.action_items) ELSE 1 END AS item_count,
+           i.item_index, i.reason, g.description, g.category,
+           CASE WHEN i.session_id IS NULL THEN NULL
+                WHEN i.reason IS NOT NULL THEN 'invalid'
+                WHEN n.session_id IS NOT NULL THEN 'created'
+                ELSE 'duplicate' END AS outcome
+    FROM batch AS b
+    LEFT JOIN items AS i ON i.session_id = b.session_id
+    LEFT JOIN goals AS g ON g.session_id = i.session_id AND g.item_index = i.item_index
+    LEFT JOIN new_goals AS n ON n.session_id = i.session_id AND n.item_index = i.item_index
+)"""
+_REPORT_COLUMN = """,
+    (SELECT json_agg(r ORDER BY r.session_date, r.session_id, r.item_index NULLS FIRST)
+     FROM report AS r) AS report"""
+
+_NEXT_BOUND_SQL = f"""
+SELECT patient_id FROM (
+    SELECT patient_id
+    FROM therapy_sessions
+    WHERE {CANDIDATE_PREDICATE}
+      AND patient_id BETWEEN :lo AND :end
+    ORDER BY patient_id, session_date, id
+    LIMIT :batch_size
+) AS window_
+ORDER BY patient_id DESC
+LIMIT 1
+"""
+
+_BATCH_SESSIONS_SQL = f"""
+SELECT id FROM therapy_sessions
+WHERE {CANDIDATE_PREDICATE} AND patient_id BETWEEN :lo AND :hi
+ORDER BY patient_id, session_date, id
+"""
+
+COUNT_CANDIDATES_SQL = f"SELECT count(*) FROM therapy_sessions WHERE {CANDIDATE_PREDICATE}"
+
+
+def batch_sql(*, dry_run: bool, one_session: bool = False, report: bool = False) -> str:
+    """The batch statement for a real or dry run, over a patient range or one session of it."""
+    return _BATCH_SQL.format(
+        session_filter="AND s.id = :session_id" if one_session else "",
+        create=_CREATE_DRY if dry_run else _CREATE_REAL,
+        report_cte=_REPORT_CTE if report else "",
+        report_column=_REPORT_COLUMN if report else "",
+    )
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: statistic deltas, findings kept, and (verbose) item outcomes."""
+
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_NAMES, 0))
+    findings_stored: int = 0
+    preview_stored: int = 0
+    report: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: Any) -> None:
+        for name in STAT_NAMES[:-1]:
+            self.stats[name] += getattr(row, name)
+        self.findings_stored += row.findings_stored
+        if getattr(row, "report", None):
+            self.report.extend(row.report)
+
+
+@dataclass(frozen=True)
+class DatabaseErrorInfo:
+    """A database error reduced to what is safe to keep: no DETAIL, no row values."""
+
+    sqlstate: str | None
+    error_class: str
+    constraint: str | None = None
+    table: str | None = None
+    routine: str | None = None
+
+    def __str__(self) -> str:
+        parts = [f"{self.error_class} (SQLSTATE {self.sqlstate or 'unknown'})"]
+        if self.constraint:
+            parts.append(f'constraint "{self.constraint}"')
+        if self.table:
+            parts.append(f'table "{self.table}"')
+        if self.routine:
+            parts.append(f"raised in {self.routine}")
+        return ", ".join(parts)
+
+
+# SQLSTATE classes that mean the job cannot go on (connection, schema, resources, server),
+# as opposed to one session's data or locks being at fault.
+_JOB_LEVEL_CLASSES = ("08", "28", "3D", "42", "53", "57P", "58", "XX")
+
+
+def error_info(exc: BaseException) -> DatabaseErrorInfo:
+    """Describe a driver error by its SQLSTATE, class and object names only."""
+    orig = getattr(exc, "orig", exc)
+    pg = getattr(orig, "__cause__", None) or orig
+    sqlstate = getattr(pg, "sqlstate", None) or getattr(orig, "sqlstate", None)
+    routine = None
+    context = getattr(pg, "context", None) or ""
+    if "function " in context:
+        routine = context.split("function ", 1)[1].split("(", 1)[0].strip() + "()"
+    return DatabaseErrorInfo(
+        sqlstate=sqlstate,
+        error_class=type(pg).__name__,
+        constraint=getattr(pg, "constraint_name", None),
+        table=getattr(pg, "table_name", None),
+        routine=routine,
+    )
+
+
+def missing_relation(exc: BaseException) -> str | None:
+    """The table named by an undefined-table error (a schema name, never data)."""
+    pg = getattr(getattr(exc, "orig", exc), "__cause__", None)
+    match = re.search(r'relation "([^"]+)"', str(getattr(pg, "message", "") or ""))
+    return match.group(1) if match else None
+
+
+def is_session_level(exc: BaseException) -> bool:
+    """True when a failed statement is the data's fault, so replaying per session can help."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    sqlstate = error_info(exc).sqlstate
+    return bool(sqlstate) and not sqlstate.startswith(_JOB_LEVEL_CLASSES)
+
+
+async def next_bound(
+    conn: AsyncConnection, *, lo: uuid.UUID, end: uuid.UUID, batch_size: int
+) -> uuid.UUID | None:
+    """The last patient of the next batch: whole patients, at least `batch_size` sessions."""
+    result = await conn.execute(
+        text(_NEXT_BOUND_SQL), {"lo": lo, "end": end, "batch_size": batch_size}
+    )
+    return result.scalar_one_or_none()
+
+
+async def count_candidates(conn: AsyncConnection) -> int:
+    """How many sessions the migration will look at."""
+    return (await conn.execute(text(COUNT_CANDIDATES_SQL))).scalar_one()
+
+
+async def run_batch(
+    conn: AsyncConnection,
+    *,
+    job_id: uuid.UUID,
+    lo: uuid.UUID,
+    hi: uuid.UUID,
+    dry_run: bool,
+    findings_room: int,
+    preview_room: int,
+    report: bool = False,
+) -> BatchResult:
+    """Migrate patients lo..hi inside the caller's transaction; replay per session on failure.
+
+    The caller owns the transaction and commits it together with the job's progress.
+    """
+    params = {
+        "job_id": job_id,
+        "lo": lo,
+        "hi": hi,
+        "findings_room": max(findings_room, 0),
+        "preview_room": max(preview_room, 0),
+    }
+    result = BatchResult()
+    try:
+        async with conn.begin_nested():
+            row = (
+                await conn.execute(text(batch_sql(dry_run=dry_run, report=report)), params)
+            ).one()
+    except DBAPIError as exc:
+        # A dry run inserts nothing, so a failure is never one session's data: let it end the job.
+        if dry_run or not is_session_level(exc):
+            raise
+        return await _replay(conn, params, report=report)
+    result.add(row)
+    if dry_run:
+        result.preview_stored = min(result.stats["goals_created"], params["preview_room"])
+    return result
+
+
+async def _replay(conn: AsyncConnection, params: dict[str, Any], *, report: bool) -> BatchResult:
+    """Run the batch again one session at a time, each under its own savepoint, in order."""
+    result = BatchResult()
+    sessions = (
+        (await conn.execute(text(_BATCH_SESSIONS_SQL), {"lo": params["lo"], "hi": params["hi"]}))
+        .scalars()
+        .all()
+    )
+    statement = text(batch_sql(dry_run=False, one_session=True, report=report))
+    for session_id in sessions:
+        room = params["findings_room"] - result.findings_stored
+        try:
+            async with conn.begin_nested():
+                row = (
+                    await conn.execute(
+                        statement, {**params, "session_id": session_id, "findings_room": room}
+                    )
+                ).one()
+        except DBAPIError as exc:
+            if not is_session_level(exc):
+                raise
+            result.stats["sessions_processed"] += 1
+            result.stats["errors"] += 1
+            if room > 0:
+                await record_error(conn, job_id=params["job_id"], session_id=session_id, exc=exc)
+                result.findings_stored += 1
+            if report:
+                result.report.append({"session_id": str(session_id), "error": str(error_info(exc))})
+            continue
+        result.add(row)
+    return result
+
+
+async def record_error(
+    conn: AsyncConnection, *, job_id: uuid.UUID, session_id: uuid.UUID, exc: BaseException
+) -> None:
+    """Keep a failed session's id and the safe description of its database error."""
+    await conn.execute(
+        text(
+            "INSERT INTO migration_findings (job_id, session_id, item_index, kind, reason) "
+            "VALUES (:job_id, :session_id, NULL, 'error', :reason)"
+        ),
+        {"job_id": job_id, "session_id": session_id, "reason": str(error_info(exc))},
+    )
+
+
+_VERIFY_SQL = f"""
+SELECT
+    (SELECT count(*) FROM therapy_sessions WHERE {CANDIDATE_PREDICATE})
+        AS sessions_with_action_items,
+    (SELECT coalesce(sum(CASE WHEN jsonb_typeof(extracted_notes -> 'action_items') = 'array'
+                              THEN jsonb_array_length(extracted_notes -> 'action_items')
+                              ELSE 1 END), 0)
+     FROM therapy_sessions WHERE {CANDIDATE_PREDICATE}) AS total_action_items,
+    (SELECT count(*) FROM treatment_goals) AS goals_total,
+    (SELECT count(*) FROM treatment_goals WHERE source_job_id IS NOT NULL) AS goals_from_migrations
+"""
+
+
+async def verification(conn: AsyncConnection) -> dict[str, Any]:
+    """The guide's verification queries as numbers, safe on non-array action_items."""
+    return dict((await conn.execute(text(_VERIFY_SQL))).mappings().one())

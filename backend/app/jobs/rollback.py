@@ -1,0 +1,97 @@
+"""Rollback: delete what one migration job created, and keep what clinicians have touched since.
+
+The guide's `DELETE FROM treatment_goals WHERE session_id IS NOT NULL` would take goals the
+application made and goals therapists have worked on. Here a goal goes only when its
+source_job_id is the target job and it is still exactly as inserted: status 'assigned' and
+updated_at equal to the insertion time of one of that job's batches (migration_batches).
+With force, changed goals of the job go too. Goals are walked by id in keyset batches, each
+its own transaction, so a million-goal rollback holds neither long locks nor its ids in memory.
+"""
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_UNCHANGED = """(:force OR (g.status = 'assigned' AND EXISTS (
+        SELECT 1 FROM migration_batches AS b
+        WHERE b.job_id = :target_job_id AND b.inserted_at = g.updated_at)))"""
+
+_CHUNK = """chunk AS (
+    SELECT id FROM treatment_goals
+    WHERE source_job_id = :target_job_id AND id BETWEEN :lo AND :end
+    ORDER BY id
+    LIMIT :batch_size
+)"""
+
+# The DELETE re-evaluates its WHERE against a row's newest version if a clinician updates it
+# while we run, so a goal edited mid-rollback is kept, never deleted on stale information.
+_REAL_SQL = f"""
+WITH {_CHUNK},
+deleted AS (
+    DELETE FROM treatment_goals AS g
+    USING chunk AS c
+    WHERE g.id = c.id AND {_UNCHANGED}
+    RETURNING g.id
+)
+SELECT (SELECT count(*) FROM chunk) AS examined,
+       (SELECT count(*) FROM deleted) AS deletable,
+       (SELECT id FROM chunk ORDER BY id DESC LIMIT 1) AS last_id
+"""
+
+_DRY_SQL = f"""
+WITH {_CHUNK}
+SELECT count(*) AS examined,
+       count(*) FILTER (WHERE {_UNCHANGED}) AS deletable,
+       (SELECT id FROM chunk ORDER BY id DESC LIMIT 1) AS last_id
+FROM chunk AS c
+JOIN treatment_goals AS g ON g.id = c.id
+"""
+
+
+@dataclass
+class RollbackBatch:
+    """One batch's outcome: where it ended and what it deleted (or would) and kept."""
+
+    last_id: uuid.UUID | None
+    stats: dict[str, int]
+
+
+async def count_goals(conn: AsyncConnection, *, target_job_id: uuid.UUID) -> int:
+    """How many goals the target job still has in treatment_goals."""
+    return (
+        await conn.execute(
+            text("SELECT count(*) FROM treatment_goals WHERE source_job_id = :t"),
+            {"t": target_job_id},
+        )
+    ).scalar_one()
+
+
+async def run_batch(
+    conn: AsyncConnection,
+    *,
+    target_job_id: uuid.UUID,
+    lo: uuid.UUID,
+    end: uuid.UUID,
+    batch_size: int,
+    force: bool,
+    dry_run: bool,
+) -> RollbackBatch:
+    """Delete (or count) the next `batch_size` goals of the target job from `lo` on."""
+    row = (
+        await conn.execute(
+            text(_DRY_SQL if dry_run else _REAL_SQL),
+            {
+                "target_job_id": target_job_id,
+                "lo": lo,
+                "end": end,
+                "batch_size": batch_size,
+                "force": force,
+            },
+        )
+    ).one()
+    return RollbackBatch(
+        last_id=row.last_id,
+        stats={"goals_deleted": row.deletable, "goals_kept_modified": row.examined - row.deletable},
+    )

@@ -1,0 +1,510 @@
+"""Every SQL statement on the job tables: creating, claiming, leasing, finishing, reading.
+
+State lives only here, in PostgreSQL, so any process or replica can answer for any job:
+
+    queued ──claim──▶ running ──▶ succeeded | failed | cancelled | interrupted
+       │                 │ cancel            ▲
+       │                 ▼                   │ (stale heartbeat, shutdown)
+       └──cancel──▶  cancelling ─────────────┘
+    cancelled | interrupted | failed ──resume──▶ queued (same id, same cursors and counters)
+
+Each run holds a fresh run_token on the job and its partitions. Batches commit only while
+their partition still carries that token, so a process that lost its lease (declared stale,
+then resumed elsewhere) can never commit a batch twice.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.jobs import partitions
+from app.jobs.engine import STAT_NAMES
+from app.models.migration_job import ACTIVE_STATUSES, RESUMABLE_STATUSES
+
+ROLLBACK_STAT_NAMES = ("goals_deleted", "goals_kept_modified")
+COUNTERS = STAT_NAMES + ROLLBACK_STAT_NAMES
+_ACTIVE = "('queued', 'running', 'cancelling')"
+
+
+class ActiveJobExists(Exception):
+    """Another migration or rollback job is active in this database."""
+
+    def __init__(self, active_job_id: uuid.UUID | None):
+        super().__init__(f"another job is active: {active_job_id}")
+        self.active_job_id = active_job_id
+
+
+class JobStateError(Exception):
+    """The job is not in a state that allows what was asked."""
+
+
+class JobNotFound(Exception):
+    """No job has this id."""
+
+
+class LeaseLost(Exception):
+    """This process no longer owns the job's run (it was declared stale or resumed elsewhere)."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A partition row as a worker needs it."""
+
+    number: int
+    range_start: uuid.UUID
+    range_end: uuid.UUID
+    cursor: uuid.UUID | None
+    done: bool
+    findings_stored: int
+    preview_stored: int
+
+
+async def _active_job_id(conn: AsyncConnection) -> uuid.UUID | None:
+    result = await conn.execute(
+        text(f"SELECT id FROM migration_jobs WHERE status IN {_ACTIVE} LIMIT 1")
+    )
+    return result.scalar_one_or_none()
+
+
+async def audit(
+    conn: AsyncConnection,
+    *,
+    job_id: uuid.UUID,
+    actor: str,
+    action: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one entry to the audit trail."""
+    await conn.execute(
+        text(
+            "INSERT INTO migration_audit (job_id, actor, action, details) "
+            "VALUES (:job_id, :actor, :action, CAST(:details AS jsonb))"
+        ),
+        {"job_id": job_id, "actor": actor, "action": action, "details": json.dumps(details or {})},
+    )
+
+
+async def create_job(
+    conn: AsyncConnection,
+    *,
+    kind: str,
+    dry_run: bool,
+    batch_size: int,
+    requested_by: str,
+    partition_count: int,
+    pause_ms: int = 0,
+    max_errors: int = 1000,
+    force: bool = False,
+    target_job_id: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Insert a queued job and its partitions; return (job id, run token).
+
+    The partial unique index on active jobs makes this the single point where two admins,
+    workers or replicas race: exactly one insert wins, the rest get ActiveJobExists.
+    """
+    token = uuid.uuid4()
+    params = {
+        "kind": kind,
+        "dry_run": dry_run,
+        "batch_size": batch_size,
+        "requested_by": requested_by,
+        "pause_ms": pause_ms,
+        "max_errors": max_errors,
+        "force": force,
+        "target_job_id": target_job_id,
+        "token": token,
+    }
+    try:
+        async with conn.begin_nested():
+            job_id = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO migration_jobs (kind, dry_run, batch_size, requested_by, "
+                        "pause_ms, max_errors, force, target_job_id, run_token, heartbeat_at) "
+                        "VALUES (:kind, :dry_run, :batch_size, :requested_by, :pause_ms, "
+                        ":max_errors, :force, :target_job_id, :token, now()) RETURNING id"
+                    ),
+                    params,
+                )
+            ).scalar_one()
+            await conn.execute(
+                text(
+                    "INSERT INTO migration_job_partitions "
+                    "(job_id, partition, range_start, range_end, run_token) "
+                    "VALUES (:job_id, :partition, :start, :end, :token)"
+                ),
+                [
+                    {"job_id": job_id, "partition": i, "start": s, "end": e, "token": token}
+                    for i, (s, e) in enumerate(partitions.ranges(partition_count))
+                ],
+            )
+            details = {k: v for k, v in params.items() if k not in ("token", "requested_by")}
+            details["target_job_id"] = str(target_job_id) if target_job_id else None
+            await audit(conn, job_id=job_id, actor=requested_by, action="start", details=details)
+    except IntegrityError as exc:
+        if "uq_migration_jobs_one_active" not in str(exc.orig):
+            raise
+        raise ActiveJobExists(await _active_job_id(conn)) from None
+    return job_id, token
+
+
+async def check_rollback_target(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
+    """Refuse to roll back anything but a finished real migration job."""
+    row = (
+        await conn.execute(
+            text("SELECT kind, dry_run, status FROM migration_jobs WHERE id = :job_id"),
+            {"job_id": job_id},
+        )
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row.kind != "migrate":
+        raise JobStateError("a rollback job cannot be rolled back")
+    if row.dry_run:
+        raise JobStateError("a dry run created no goals; there is nothing to roll back")
+    if row.status in ACTIVE_STATUSES:
+        raise JobStateError(f"the job is {row.status}; cancel it or wait for it to end first")
+
+
+async def claim(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -> dict | None:
+    """Move a queued job to running under `token`; return its row, or None if not ours."""
+    row = (
+        (
+            await conn.execute(
+                text(
+                    "UPDATE migration_jobs SET status = 'running', "
+                    "started_at = coalesce(started_at, now()), run_started_at = now(), "
+                    "heartbeat_at = now(), run_start_processed = ("
+                    "  SELECT coalesce(sum(sessions_processed + goals_deleted"
+                    "                      + goals_kept_modified), 0)"
+                    "  FROM migration_job_partitions WHERE job_id = :job_id) "
+                    "WHERE id = :job_id AND status = 'queued' AND run_token = :token "
+                    "RETURNING *"
+                ),
+                {"job_id": job_id, "token": token},
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def set_total(conn: AsyncConnection, *, job_id: uuid.UUID, total: int) -> None:
+    """Record how many units (sessions, or goals for a rollback) the job has to go through."""
+    await conn.execute(
+        text("UPDATE migration_jobs SET sessions_total = :total WHERE id = :job_id"),
+        {"job_id": job_id, "total": total},
+    )
+
+
+async def load_partitions(conn: AsyncConnection, *, job_id: uuid.UUID) -> list[Partition]:
+    """The job's partitions, in order."""
+    rows = await conn.execute(
+        text(
+            "SELECT partition, range_start, range_end, cursor, done, findings_stored, "
+            "preview_stored FROM migration_job_partitions WHERE job_id = :job_id "
+            "ORDER BY partition"
+        ),
+        {"job_id": job_id},
+    )
+    return [Partition(*row) for row in rows]
+
+
+async def save_progress(
+    conn: AsyncConnection,
+    *,
+    job_id: uuid.UUID,
+    partition: int,
+    token: uuid.UUID,
+    cursor: uuid.UUID | None,
+    done: bool,
+    stats: dict[str, int],
+    findings_stored: int = 0,
+    preview_stored: int = 0,
+    record_batch: bool = False,
+) -> str:
+    """Add a batch's counters and move the cursor, inside the batch's own transaction.
+
+    Returns the job's status, so a worker notices a cancel request at this very boundary.
+    Raises LeaseLost when the partition no longer carries this run's token; the caller's
+    transaction must then roll back, taking the batch's goals with it.
+    """
+    assignments = ", ".join(f"{name} = {name} + :{name}" for name in COUNTERS)
+    params = {name: stats.get(name, 0) for name in COUNTERS}
+    result = await conn.execute(
+        text(
+            f"UPDATE migration_job_partitions SET {assignments}, "
+            "cursor = coalesce(:cursor, cursor), done = :done, "
+            "findings_stored = findings_stored + :findings_stored, "
+            "preview_stored = preview_stored + :preview_stored "
+            "WHERE job_id = :job_id AND partition = :partition AND run_token = :token "
+            "RETURNING (SELECT status FROM migration_jobs WHERE id = :job_id)"
+        ),
+        {
+            **params,
+            "job_id": job_id,
+            "partition": partition,
+            "token": token,
+            "cursor": cursor,
+            "done": done,
+            "findings_stored": findings_stored,
+            "preview_stored": preview_stored,
+        },
+    )
+    status = result.scalar_one_or_none()
+    if status is None:
+        raise LeaseLost(job_id)
+    if record_batch:
+        await conn.execute(
+            text(
+                "INSERT INTO migration_batches (job_id, partition, inserted_at) "
+                "VALUES (:job_id, :partition, now())"
+            ),
+            {"job_id": job_id, "partition": partition},
+        )
+    return status
+
+
+async def heartbeat(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -> str | None:
+    """Refresh the heartbeat; return the job's status, or None when the lease is lost."""
+    return (
+        await conn.execute(
+            text(
+                "UPDATE migration_jobs SET heartbeat_at = now() "
+                "WHERE id = :job_id AND run_token = :token "
+                "AND status IN ('running', 'cancelling') RETURNING status"
+            ),
+            {"job_id": job_id, "token": token},
+        )
+    ).scalar_one_or_none()
+
+
+async def finish(
+    conn: AsyncConnection,
+    *,
+    job_id: uuid.UUID,
+    token: uuid.UUID,
+    status: str,
+    error: str | None = None,
+) -> bool:
+    """End this run with `status`; audit what the system decided. False if the lease is gone."""
+    done = (
+        await conn.execute(
+            text(
+                "UPDATE migration_jobs SET status = :status, error = :error, "
+                "finished_at = now(), heartbeat_at = now() "
+                "WHERE id = :job_id AND run_token = :token "
+                "AND status IN ('running', 'cancelling') RETURNING kind, dry_run, target_job_id"
+            ),
+            {"job_id": job_id, "token": token, "status": status, "error": error},
+        )
+    ).one_or_none()
+    if done is None:
+        return False
+    if done.kind == "rollback" and status == "succeeded" and not done.dry_run:
+        await conn.execute(
+            text("UPDATE migration_jobs SET rolled_back_by = :job_id WHERE id = :target"),
+            {"job_id": job_id, "target": done.target_job_id},
+        )
+    if status != "succeeded":
+        await audit(conn, job_id=job_id, actor="system", action=status, details={"error": error})
+    return True
+
+
+async def trim_findings(conn: AsyncConnection, *, job_id: uuid.UUID, keep: int) -> None:
+    """Keep a job's first `keep` findings; partitions may together have stored more."""
+    await conn.execute(
+        text(
+            "DELETE FROM migration_findings WHERE job_id = :job_id AND id > ("
+            "  SELECT id FROM migration_findings WHERE job_id = :job_id"
+            "  ORDER BY id OFFSET :keep - 1 LIMIT 1)"
+        ),
+        {"job_id": job_id, "keep": keep},
+    )
+
+
+async def request_cancel(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> str:
+    """Ask an active job to stop at its next batch boundary; a queued one stops at once."""
+    status = (
+        await conn.execute(
+            text(
+                "UPDATE migration_jobs SET status = CASE status WHEN 'queued' "
+                "THEN 'cancelled' ELSE 'cancelling' END, "
+                "finished_at = CASE status WHEN 'queued' THEN now() END "
+                f"WHERE id = :job_id AND status IN {_ACTIVE} RETURNING status"
+            ),
+            {"job_id": job_id},
+        )
+    ).scalar_one_or_none()
+    if status is None:
+        raise JobStateError("job is not active")
+    await audit(conn, job_id=job_id, actor=actor, action="cancel")
+    return status
+
+
+async def resume(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> uuid.UUID:
+    """Queue a stopped job again under a new token; its cursors and counters carry on."""
+    token = uuid.uuid4()
+    try:
+        async with conn.begin_nested():
+            row = (
+                await conn.execute(
+                    text(
+                        "UPDATE migration_jobs SET status = 'queued', run_token = :token, "
+                        "error = NULL, finished_at = NULL, heartbeat_at = now() "
+                        f"WHERE id = :job_id AND status IN {RESUMABLE_STATUSES} RETURNING id"
+                    ),
+                    {"job_id": job_id, "token": token},
+                )
+            ).one_or_none()
+            if row is None:
+                raise JobStateError("only a cancelled, interrupted or failed job can be resumed")
+            # Waits for any batch a lost process still has in flight, then takes it over.
+            await conn.execute(
+                text(
+                    "UPDATE migration_job_partitions SET run_token = :token WHERE job_id = :job_id"
+                ),
+                {"job_id": job_id, "token": token},
+            )
+            await audit(conn, job_id=job_id, actor=actor, action="resume")
+    except IntegrityError as exc:
+        if "uq_migration_jobs_one_active" not in str(exc.orig):
+            raise
+        raise ActiveJobExists(await _active_job_id(conn)) from None
+    return token
+
+
+async def mark_stale_interrupted(conn: AsyncConnection, *, stale_after_seconds: float) -> list:
+    """Mark active jobs whose heartbeat stopped as interrupted (their process is gone)."""
+    ids = (
+        (
+            await conn.execute(
+                text(
+                    "UPDATE migration_jobs SET status = 'interrupted', finished_at = now(), "
+                    "error = 'the process running this job stopped (no heartbeat since '"
+                    " || to_char(heartbeat_at AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ')' "
+                    f"WHERE status IN {_ACTIVE} "
+                    "AND heartbeat_at < now() - make_interval(secs => :stale) RETURNING id"
+                ),
+                {"stale": stale_after_seconds},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for job_id in ids:
+        await audit(
+            conn,
+            job_id=job_id,
+            actor="system",
+            action="interrupted",
+            details={"reason": "stale heartbeat"},
+        )
+    return list(ids)
+
+
+_JOB_SELECT = f"""
+SELECT j.*,
+       extract(epoch FROM now() - j.run_started_at) AS run_seconds,
+       {", ".join(f"coalesce(sum(p.{n}), 0)::bigint AS {n}" for n in COUNTERS)}
+FROM migration_jobs AS j
+LEFT JOIN migration_job_partitions AS p ON p.job_id = j.id
+"""
+
+
+async def get_job(conn: AsyncConnection, *, job_id: uuid.UUID) -> dict | None:
+    """One job with its partitions' counters summed."""
+    row = (
+        (
+            await conn.execute(
+                text(_JOB_SELECT + " WHERE j.id = :job_id GROUP BY j.id"), {"job_id": job_id}
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def list_jobs(conn: AsyncConnection, *, limit: int, offset: int) -> list[dict]:
+    """Jobs, newest first."""
+    rows = await conn.execute(
+        text(
+            _JOB_SELECT
+            + " GROUP BY j.id ORDER BY j.created_at DESC, j.id LIMIT :limit OFFSET :offset"
+        ),
+        {"limit": limit, "offset": offset},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def last_successful_real_run(conn: AsyncConnection) -> dict | None:
+    """The newest real migrate job that succeeded, with its statistics."""
+    row = (
+        (
+            await conn.execute(
+                text(
+                    _JOB_SELECT + " WHERE j.kind = 'migrate' AND NOT j.dry_run "
+                    "AND j.status = 'succeeded' GROUP BY j.id ORDER BY j.finished_at DESC LIMIT 1"
+                )
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def list_findings(
+    conn: AsyncConnection, *, job_id: uuid.UUID, kind: str | None, limit: int, offset: int
+) -> tuple[list[dict], int]:
+    """A page of a job's recorded findings, and how many it recorded in all."""
+    where = "job_id = :job_id" + (" AND kind = :kind" if kind else "")
+    params = {"job_id": job_id, "kind": kind, "limit": limit, "offset": offset}
+    rows = await conn.execute(
+        text(
+            "SELECT session_id, item_index, kind, reason FROM migration_findings "
+            f"WHERE {where} ORDER BY id LIMIT :limit OFFSET :offset"
+        ),
+        params,
+    )
+    total = (
+        await conn.execute(text(f"SELECT count(*) FROM migration_findings WHERE {where}"), params)
+    ).scalar_one()
+    return [dict(r) for r in rows.mappings()], total
+
+
+async def list_preview(conn: AsyncConnection, *, job_id: uuid.UUID, limit: int) -> list[dict]:
+    """The first goals a dry run would create."""
+    rows = await conn.execute(
+        text(
+            "SELECT session_id, patient_id, description, category, created_at "
+            "FROM migration_previews WHERE job_id = :job_id "
+            "ORDER BY patient_id, created_at, session_id, item_index LIMIT :limit"
+        ),
+        {"job_id": job_id, "limit": limit},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def list_audit(conn: AsyncConnection, *, job_id: uuid.UUID) -> list[dict]:
+    """The job's audit trail, oldest first."""
+    rows = await conn.execute(
+        text(
+            "SELECT at, actor, action, details FROM migration_audit "
+            "WHERE job_id = :job_id ORDER BY id"
+        ),
+        {"job_id": job_id},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+def is_active(status: str) -> bool:
+    return status in ACTIVE_STATUSES

@@ -1,0 +1,86 @@
+"""The FastAPI application: `create_app()` wires routers and a lifespan that builds the engine.
+
+Nothing is read or connected at import. `app.main:app` is built on first access, which is when
+uvicorn starts; a missing or bad setting then ends the start with one clear message.
+"""
+
+import logging
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app import db as database
+from app.config import ConfigError, Settings, load_settings
+from app.jobs import store
+from app.jobs.runner import JobRunner
+from app.routers import migrations
+
+log = logging.getLogger("app")
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; settings are read now unless given (tests pass their own)."""
+    if settings is None:
+        settings = load_settings()
+    settings.require_jwt_secret()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = database.create_engine(settings)
+        app.state.settings = settings
+        app.state.db = engine
+        app.state.runner = JobRunner(engine, settings)
+        try:
+            async with engine.begin() as conn:
+                stale = await store.mark_stale_interrupted(
+                    conn, stale_after_seconds=settings.stale_after_seconds
+                )
+            for job_id in stale:
+                log.warning("job %s had no heartbeat: marked interrupted", job_id)
+        except (OSError, DBAPIError) as exc:
+            log.error("database not reachable at start-up: %s", type(exc).__name__)
+        yield
+        await app.state.runner.shutdown()
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Goal migration service",
+        description="Moves action items from therapy_sessions.extracted_notes into "
+        "treatment_goals as an admin-run, resumable background job.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(migrations.router)
+    if STATIC_DIR.is_dir():
+        app.mount("/admin/ui", StaticFiles(directory=STATIC_DIR, html=True), name="admin-ui")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(OSError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable during %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` lands here: build the app now, or exit with the operator's message.
+    if name != "app":
+        raise AttributeError(name)
+    try:
+        application = create_app()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    globals()["app"] = application
+    return application

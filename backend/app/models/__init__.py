@@ -1,0 +1,25 @@
+"""SQLAlchemy models, one per file; importing this package registers them all on Base."""
+
+from app.models.base import Base
+from app.models.migration_audit import MigrationAudit
+from app.models.migration_batch import MigrationBatch
+from app.models.migration_finding import MigrationFinding
+from app.models.migration_job import MigrationJob
+from app.models.migration_job_partition import MigrationJobPartition
+from app.models.migration_preview import MigrationPreview
+from app.models.therapy_session import TherapySession
+from app.models.treatment_goal import TreatmentGoal
+from app.models.user import User
+
+__all__ = [
+    "Base",
+    "MigrationAudit",
+    "MigrationBatch",
+    "MigrationFinding",
+    "MigrationJob",
+    "MigrationJobPartition",
+    "MigrationPreview",
+    "TherapySession",
+    "TreatmentGoal",
+    "User",
+]

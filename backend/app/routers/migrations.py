@@ -1,0 +1,244 @@
+"""Admin API for the goal migration: start, watch, cancel, resume, roll back, verify."""
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from app import schemas
+from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, require_admin
+from app.jobs import engine, store
+
+router = APIRouter(
+    prefix="/admin/migrations/goals",
+    tags=["goal migration"],
+    dependencies=[Depends(require_admin)],
+    responses={401: {"model": schemas.Problem}, 403: {"model": schemas.Problem}},
+)
+
+DEFAULT_BATCH_SIZE = 1000
+_CONFLICT = {409: {"model": schemas.ActiveJobConflict}}
+_NOT_FOUND = {404: {"model": schemas.Problem}}
+
+
+def _conflict(exc: store.ActiveJobExists) -> JSONResponse:
+    return JSONResponse(
+        status_code=status.HTTP_409_CONFLICT,
+        content={
+            "detail": "another migration or rollback job is active",
+            "active_job_id": str(exc.active_job_id) if exc.active_job_id else None,
+        },
+    )
+
+
+async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
+    async with conn.begin():
+        await store.mark_stale_interrupted(conn, stale_after_seconds=settings.stale_after_seconds)
+        row = await store.get_job(conn, job_id=job_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
+    return schemas.Job.from_row(row)
+
+
+def _accepted(response: Response, job: schemas.Job) -> schemas.Job:
+    response.headers["Location"] = f"{router.prefix}/{job.id}"
+    return job
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.Job,
+    responses=_CONFLICT,
+    summary="Start a migration job (a dry run unless dry_run=false)",
+)
+async def start_migration(
+    response: Response,
+    admin: AdminUser,
+    runner: RunnerDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    dry_run: bool = True,
+    batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
+    pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
+    max_errors: Annotated[int, Query(ge=0, le=10_000_000)] = 1000,
+):
+    try:
+        job_id = await runner.start(
+            kind="migrate",
+            dry_run=dry_run,
+            batch_size=batch_size,
+            pause_ms=pause_ms,
+            max_errors=max_errors,
+            requested_by=admin.sub,
+        )
+    except store.ActiveJobExists as exc:
+        return _conflict(exc)
+    return _accepted(response, await _job(conn, settings, job_id))
+
+
+@router.get("", response_model=schemas.JobList, summary="Jobs, newest first")
+async def list_jobs(
+    conn: ConnDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    async with conn.begin():
+        await store.mark_stale_interrupted(conn, stale_after_seconds=settings.stale_after_seconds)
+        rows = await store.list_jobs(conn, limit=limit, offset=offset)
+    return schemas.JobList(items=[schemas.Job.from_row(r) for r in rows])
+
+
+@router.get(
+    "/verify",
+    response_model=schemas.Verification,
+    summary="The guide's verification queries, as numbers",
+)
+async def verify(conn: ConnDep):
+    numbers = await engine.verification(conn)
+    last = await store.last_successful_real_run(conn)
+    accounted = None
+    if last is not None:
+        accounted = (
+            last["goals_created"] + last["goals_skipped_duplicate"] + last["goals_skipped_invalid"]
+        )
+    return schemas.Verification(
+        **numbers,
+        last_real_run_id=last["id"] if last else None,
+        last_real_run_accounted=accounted,
+        all_items_accounted=(
+            last is not None and last["errors"] == 0 and accounted == numbers["total_action_items"]
+        ),
+    )
+
+
+@router.get("/{job_id}", response_model=schemas.Job, responses=_NOT_FOUND, summary="One job")
+async def get_job(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
+    return await _job(conn, settings, job_id)
+
+
+@router.get(
+    "/{job_id}/issues",
+    response_model=schemas.FindingList,
+    responses=_NOT_FOUND,
+    summary="Invalid items and failed sessions a job recorded",
+)
+async def list_issues(
+    job_id: uuid.UUID,
+    conn: ConnDep,
+    settings: SettingsDep,
+    kind: Literal["invalid", "error"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    await _job(conn, settings, job_id)
+    items, total = await store.list_findings(
+        conn, job_id=job_id, kind=kind, limit=limit, offset=offset
+    )
+    return schemas.FindingList(items=items, total=total)
+
+
+@router.get(
+    "/{job_id}/preview",
+    response_model=schemas.PreviewList,
+    responses=_NOT_FOUND,
+    summary="The first goals a dry run would create",
+)
+async def preview(
+    job_id: uuid.UUID,
+    conn: ConnDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=engine.PREVIEW_CAP)] = engine.PREVIEW_CAP,
+):
+    await _job(conn, settings, job_id)
+    return schemas.PreviewList(items=await store.list_preview(conn, job_id=job_id, limit=limit))
+
+
+@router.get(
+    "/{job_id}/audit",
+    response_model=schemas.AuditList,
+    responses=_NOT_FOUND,
+    summary="Who did what to this job, and what the system did",
+)
+async def audit(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
+    await _job(conn, settings, job_id)
+    return schemas.AuditList(items=await store.list_audit(conn, job_id=job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.Job,
+    responses={**_NOT_FOUND, 409: {"model": schemas.Problem}},
+    summary="Stop an active job at its next batch boundary",
+)
+async def cancel(job_id: uuid.UUID, admin: AdminUser, conn: ConnDep, settings: SettingsDep):
+    await _job(conn, settings, job_id)
+    try:
+        async with conn.begin():
+            await store.request_cancel(conn, job_id=job_id, actor=admin.sub)
+    except store.JobStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return await _job(conn, settings, job_id)
+
+
+@router.post(
+    "/{job_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.Job,
+    responses={**_NOT_FOUND, **_CONFLICT},
+    summary="Continue a cancelled, interrupted or failed job from its saved cursor",
+)
+async def resume(
+    job_id: uuid.UUID,
+    response: Response,
+    admin: AdminUser,
+    runner: RunnerDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+):
+    await _job(conn, settings, job_id)
+    try:
+        await runner.resume(job_id=job_id, actor=admin.sub)
+    except store.ActiveJobExists as exc:
+        return _conflict(exc)
+    except store.JobStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return _accepted(response, await _job(conn, settings, job_id))
+
+
+@router.post(
+    "/{job_id}/rollback",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.Job,
+    responses={**_NOT_FOUND, **_CONFLICT},
+    summary="Delete the goals this job created, keeping those changed since",
+)
+async def rollback(
+    job_id: uuid.UUID,
+    response: Response,
+    admin: AdminUser,
+    runner: RunnerDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    force: bool = False,
+    dry_run: bool = False,
+    batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
+):
+    await _job(conn, settings, job_id)
+    try:
+        new_id = await runner.start(
+            kind="rollback",
+            dry_run=dry_run,
+            force=force,
+            batch_size=batch_size,
+            target_job_id=job_id,
+            requested_by=admin.sub,
+        )
+    except store.ActiveJobExists as exc:
+        return _conflict(exc)
+    except store.JobStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return _accepted(response, await _job(conn, settings, new_id))

@@ -1,0 +1,40 @@
+"""Admin tokens: HS256 JWTs with sub, role and exp, signed with JWT_SECRET."""
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, wrongly signed, expired or lacks a required claim."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject and role."""
+
+    sub: str
+    role: str
+
+
+def mint(*, secret: str, sub: str, role: str, ttl_seconds: int) -> str:
+    """A signed token for `sub` with `role`, valid for `ttl_seconds`."""
+    now = int(time.time())
+    claims = {"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(token: str, *, secret: str) -> Principal:
+    """Check signature, algorithm and expiry; only HS256 is accepted, never 'none'."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "role"]}
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    if not isinstance(claims["sub"], str) or not isinstance(claims["role"], str):
+        raise InvalidToken("sub and role must be strings")
+    return Principal(sub=claims["sub"], role=claims["role"])

@@ -1,0 +1,111 @@
+"""Shared test helpers: loading hostile data, running jobs, reading results."""
+
+import json
+import uuid
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.jobs import runner, store
+from app.jobs.engine import STAT_NAMES
+
+JSON_NULL = object()  # extracted_notes = 'null'::jsonb, as opposed to SQL NULL
+
+
+async def reset(db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        await conn.execute(
+            text("TRUNCATE users, therapy_sessions, treatment_goals, migration_jobs CASCADE")
+        )
+
+
+async def load(db: AsyncEngine, *, users, sessions, goals=()) -> None:
+    """users: [(id, role)]; sessions: model dicts; goals: [(patient, therapist, desc, status)]."""
+    async with db.begin() as conn:
+        if users:
+            await conn.execute(
+                text("INSERT INTO users (id, email, role) VALUES (:id, :email, :role)"),
+                [{"id": u, "email": f"{u}@example.org", "role": r} for u, r in users],
+            )
+        if sessions:
+            await conn.execute(
+                text(
+                    "INSERT INTO therapy_sessions (id, patient_id, therapist_id, session_date, "
+                    "extracted_notes) VALUES (:id, :patient_id, :therapist_id, :session_date, "
+                    "CAST(:notes AS jsonb))"
+                ),
+                [
+                    {
+                        "id": s["id"],
+                        "patient_id": s["patient_id"],
+                        "therapist_id": s["therapist_id"],
+                        "session_date": s["session_date"],
+                        "notes": (
+                            "null"
+                            if s["notes"] is JSON_NULL
+                            else None
+                            if s["notes"] is None
+                            else json.dumps(s["notes"])
+                        ),
+                    }
+                    for s in sessions
+                ],
+            )
+        if goals:
+            await conn.execute(
+                text(
+                    "INSERT INTO treatment_goals (patient_id, therapist_id, description, status) "
+                    "VALUES (:p, :t, :d, :s)"
+                ),
+                [{"p": p, "t": t, "d": d, "s": st} for p, t, d, st in goals],
+            )
+
+
+async def start_job(db: AsyncEngine, settings: Settings, **params) -> tuple[uuid.UUID, uuid.UUID]:
+    params.setdefault("kind", "migrate")
+    params.setdefault("requested_by", "test")
+    params.setdefault("partition_count", settings.job_partitions)
+    async with db.begin() as conn:
+        return await store.create_job(conn, **params)
+
+
+async def run(db: AsyncEngine, settings: Settings, **params) -> dict:
+    """Create a job, run it to its end in the foreground, and return the job row."""
+    params.setdefault("dry_run", False)
+    params.setdefault("batch_size", 500)
+    job_id, token = await start_job(db, settings, **params)
+    await runner.run_job(db, settings, job_id=job_id, token=token)
+    return await get(db, job_id)
+
+
+async def get(db: AsyncEngine, job_id: uuid.UUID) -> dict:
+    async with db.connect() as conn:
+        return await store.get_job(conn, job_id=job_id)
+
+
+def stats(job: dict) -> dict:
+    return {name: job[name] for name in STAT_NAMES}
+
+
+async def migrated_goals(db: AsyncEngine) -> list[tuple]:
+    """Goals created by migration jobs, as model tuples, sorted."""
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT patient_id, therapist_id, session_id, description, category, created_at "
+                "FROM treatment_goals WHERE source_job_id IS NOT NULL"
+            )
+        )
+        return sorted(tuple(r) for r in rows)
+
+
+def model_goals(outcome) -> list[tuple]:
+    return sorted(outcome.goals)
+
+
+def ts(day: int, minute: int = 0) -> datetime:
+    from datetime import UTC
+
+    return datetime(2024, 1, 1 + day, 9, minute, tzinfo=UTC)

@@ -66,9 +66,7 @@ async def load(db: AsyncEngine, *, users, sessions, goals=()) -> None:
 async def start_job(db: AsyncEngine, settings: Settings, **params) -> tuple[uuid.UUID, uuid.UUID]:
     params.setdefault("kind", "migrate")
     params.setdefault("requested_by", "test")
-    params.setdefault("partition_count", settings.job_partitions)
-    async with db.begin() as conn:
-        return await store.create_job(conn, **params)
+    return await runner.create_job(db, settings, **params)
 
 
 async def run(db: AsyncEngine, settings: Settings, **params) -> dict:

@@ -33,7 +33,11 @@ def verdict(item):
         return "missing task", None, None
     if "details" in item and item["details"] is not None and not isinstance(item["details"], str):
         return "details is not a string", None, None
-    if "category" in item and item["category"] is not None and not isinstance(item["category"], str):
+    if (
+        "category" in item
+        and item["category"] is not None
+        and not isinstance(item["category"], str)
+    ):
         return "category is not a string", None, None
     description = task.strip(WS)
     details = item.get("details")

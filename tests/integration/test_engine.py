@@ -32,14 +32,24 @@ texts = st.sampled_from(
         "x" * 12000,
     ]
 )
-maybe_text = st.one_of(texts, st.none(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=2))
+maybe_text = st.one_of(
+    texts, st.none(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=2)
+)
 
 
 @st.composite
 def items(draw):
     kind = draw(st.integers(0, 9))
     if kind == 0:
-        return draw(st.one_of(st.text(max_size=5), st.integers(), st.none(), st.booleans(), st.lists(st.integers(), max_size=2)))
+        return draw(
+            st.one_of(
+                st.text(max_size=5),
+                st.integers(),
+                st.none(),
+                st.booleans(),
+                st.lists(st.integers(), max_size=2),
+            )
+        )
     item = {}
     if draw(st.integers(0, 9)) > 0:
         item["task"] = draw(texts if draw(st.integers(0, 5)) else maybe_text)
@@ -57,7 +67,9 @@ notes = st.one_of(
     st.just({}),
     st.just({"summary": "no items"}),
     st.just({"action_items": None}),
-    st.sampled_from([[1, 2], "text", 5, {"task": "Walk daily"}, True]).map(lambda v: {"action_items": v}),
+    st.sampled_from([[1, 2], "text", 5, {"task": "Walk daily"}, True]).map(
+        lambda v: {"action_items": v}
+    ),
     st.sampled_from([["action_items"], "action_items", 3]),
     st.lists(items(), max_size=5).map(lambda xs: {"action_items": xs}),
     st.lists(items(), min_size=1, max_size=5).map(lambda xs: {"action_items": xs}),
@@ -79,7 +91,10 @@ def datasets(draw):
     ]
     existing = draw(
         st.lists(
-            st.tuples(st.sampled_from(PATIENTS), st.sampled_from(["Walk daily", "Journal", "walk daily", "x" * 12000])),
+            st.tuples(
+                st.sampled_from(PATIENTS),
+                st.sampled_from(["Walk daily", "Journal", "walk daily", "x" * 12000]),
+            ),
             max_size=3,
             unique=True,
         )
@@ -99,7 +114,10 @@ async def test_engine_matches_model(db, settings, batch_size, data):
     batch_size = batch_size or 1000
     await helpers.reset(db)
     await helpers.load(
-        db, users=USERS, sessions=sessions, goals=[(p, THERAPIST, d, "in_progress") for p, d in existing]
+        db,
+        users=USERS,
+        sessions=sessions,
+        goals=[(p, THERAPIST, d, "in_progress") for p, d in existing],
     )
     expected = model.migrate(sessions, existing)
 
@@ -176,13 +194,18 @@ async def test_earlier_session_wins_even_when_inserted_later(db, settings):
 
 
 async def test_second_run_creates_nothing(db, settings):
-    sessions = [_session(p, d, [{"task": f"T{d}"}, {"task": "Same"}]) for p in PATIENTS for d in range(3)]
+    sessions = [
+        _session(p, d, [{"task": f"T{d}"}, {"task": "Same"}]) for p in PATIENTS for d in range(3)
+    ]
     await helpers.load(db, users=USERS, sessions=sessions)
     first = await helpers.run(db, settings, batch_size=2)
     second = await helpers.run(db, settings, batch_size=3)
     assert first["goals_created"] == 4 * 4
     assert second["goals_created"] == 0
-    assert second["goals_skipped_duplicate"] == first["goals_created"] + first["goals_skipped_duplicate"]
+    assert (
+        second["goals_skipped_duplicate"]
+        == first["goals_created"] + first["goals_skipped_duplicate"]
+    )
     assert len(await helpers.migrated_goals(db)) == 16
 
 
@@ -192,7 +215,12 @@ async def test_keyset_batches_with_shared_timestamps(db, settings, batch_size):
     # id order decides every duplicate however the batches fall.
     p = PATIENTS[2]
     sessions = [
-        _session(p, 0, [{"task": f"Task {i % 4}"}, {"task": "Shared", "details": str(i)}], sid=uuid.UUID(int=1000 + i))
+        _session(
+            p,
+            0,
+            [{"task": f"Task {i % 4}"}, {"task": "Shared", "details": str(i)}],
+            sid=uuid.UUID(int=1000 + i),
+        )
         for i in range(23)
     ] + [_session(q, 0, [{"task": "Task 1"}]) for q in PATIENTS]
     await helpers.load(db, users=USERS, sessions=sessions)
@@ -228,9 +256,17 @@ async def test_a_failing_session_rolls_back_alone(db, settings, database_url, ba
     await helpers.load(db, users=USERS, sessions=sessions)
     async with db.begin() as conn:
         for statement in FAIL_TRIGGER.strip().split(";\nCREATE TRIGGER"):
-            sql = statement if statement.startswith("CREATE FUNCTION") else "CREATE TRIGGER" + statement
+            sql = (
+                statement
+                if statement.startswith("CREATE FUNCTION")
+                else "CREATE TRIGGER" + statement
+            )
             await conn.execute(text(sql))
-        await conn.execute(text(f"ALTER DATABASE {database_url.rsplit('/', 1)[1].split('?')[0]} SET test.fail_sessions = '{bad['id']}'"))
+        await conn.execute(
+            text(
+                f"ALTER DATABASE {database_url.rsplit('/', 1)[1].split('?')[0]} SET test.fail_sessions = '{bad['id']}'"
+            )
+        )
     await db.dispose()  # new connections pick up the database setting
 
     expected = model.migrate(sessions, [], fail_sessions={bad["id"]})
@@ -242,7 +278,9 @@ async def test_a_failing_session_rolls_back_alone(db, settings, database_url, ba
     async with db.connect() as conn:
         errors = (
             await conn.execute(
-                text("SELECT session_id, reason FROM migration_findings WHERE job_id = :j AND kind = 'error'"),
+                text(
+                    "SELECT session_id, reason FROM migration_findings WHERE job_id = :j AND kind = 'error'"
+                ),
                 {"j": job["id"]},
             )
         ).all()
@@ -264,10 +302,16 @@ async def test_findings_are_capped_but_counted(db, settings, monkeypatch):
 
 async def test_dry_run_preview_holds_the_first_goals(db, settings, monkeypatch):
     monkeypatch.setattr(engine, "PREVIEW_CAP", 4)
-    sessions = [_session(PATIENTS[0], d, [{"task": f"Task {d}", "category": " c "}]) for d in range(5)]
+    sessions = [
+        _session(PATIENTS[0], d, [{"task": f"Task {d}", "category": " c "}]) for d in range(5)
+    ]
     await helpers.load(db, users=USERS, sessions=sessions)
     job = await helpers.run(db, settings, dry_run=True, batch_size=2)
     async with db.connect() as conn:
-        rows = (await conn.execute(text("SELECT description, category FROM migration_previews ORDER BY created_at"))).all()
+        rows = (
+            await conn.execute(
+                text("SELECT description, category FROM migration_previews ORDER BY created_at")
+            )
+        ).all()
     assert job["goals_created"] == 5
     assert [tuple(r) for r in rows] == [(f"Task {d}", "c") for d in range(4)]

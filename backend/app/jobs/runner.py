@@ -244,6 +244,20 @@ async def _save(conn: AsyncConnection, run: _Run, part: store.Partition, **kwarg
     )
 
 
+async def create_job(
+    db: AsyncEngine, settings: Settings, **params: Any
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Check and create a queued job in its own transaction; return (job id, run token).
+
+    Raises store.ActiveJobExists, and for rollbacks store.JobNotFound or store.JobStateError.
+    """
+    params.setdefault("partition_count", settings.job_partitions)
+    async with db.begin() as conn:
+        if params.get("kind") == "rollback":
+            await store.check_rollback_target(conn, job_id=params["target_job_id"])
+        return await store.create_job(conn, **params)
+
+
 class JobRunner:
     """Starts jobs in the background of the serving process and stops them on shutdown.
 
@@ -257,12 +271,8 @@ class JobRunner:
         self.tasks: set[asyncio.Task] = set()
 
     async def start(self, **params: Any) -> uuid.UUID:
-        """Create a job (see store.create_job) and run it in the background."""
-        params.setdefault("partition_count", self.settings.job_partitions)
-        async with self.db.begin() as conn:
-            if params.get("kind") == "rollback":
-                await store.check_rollback_target(conn, job_id=params["target_job_id"])
-            job_id, token = await store.create_job(conn, **params)
+        """Create a job (see create_job) and run it in the background."""
+        job_id, token = await create_job(self.db, self.settings, **params)
         self._launch(job_id, token)
         return job_id
 

@@ -107,3 +107,27 @@ def ts(day: int, minute: int = 0) -> datetime:
     from datetime import UTC
 
     return datetime(2024, 1, 1 + day, 9, minute, tzinfo=UTC)
+
+
+async def fail_goal_inserts_for(db: AsyncEngine, session_ids) -> None:
+    """A test-only trigger that makes inserting any goal of these sessions raise."""
+    async with db.begin() as conn:
+        await conn.execute(text("CREATE TABLE IF NOT EXISTS test_fail_sessions (id uuid)"))
+        await conn.execute(
+            text("INSERT INTO test_fail_sessions VALUES (:id)"), [{"id": i} for i in session_ids]
+        )
+        await conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION fail_for_session() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "IF EXISTS (SELECT 1 FROM test_fail_sessions WHERE id = NEW.session_id) THEN "
+                "RAISE EXCEPTION 'refusing goal %', NEW.description; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE OR REPLACE TRIGGER fail_for_session BEFORE INSERT ON treatment_goals "
+                "FOR EACH ROW EXECUTE FUNCTION fail_for_session()"
+            )
+        )

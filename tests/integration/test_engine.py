@@ -3,7 +3,9 @@
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app.jobs import engine
@@ -230,21 +232,8 @@ async def test_keyset_batches_with_shared_timestamps(db, settings, batch_size):
     assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
 
 
-FAIL_TRIGGER = """
-CREATE FUNCTION fail_for_session() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.session_id = ANY (string_to_array(current_setting('test.fail_sessions'), ',')::uuid[]) THEN
-        RAISE EXCEPTION 'refusing goal %', NEW.description;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER fail_for_session BEFORE INSERT ON treatment_goals
-FOR EACH ROW EXECUTE FUNCTION fail_for_session();
-"""
-
-
 @pytest.mark.parametrize("batch_size", [1, 4, 1000])
-async def test_a_failing_session_rolls_back_alone(db, settings, database_url, batch_size):
+async def test_a_failing_session_rolls_back_alone(db, settings, batch_size):
     p, q = PATIENTS[0], PATIENTS[3]
     bad = _session(p, 1, [{"task": "Walk"}, {"task": "Secret note"}])
     sessions = [
@@ -254,20 +243,7 @@ async def test_a_failing_session_rolls_back_alone(db, settings, database_url, ba
         _session(q, 1, [{"task": "Walk"}]),
     ]
     await helpers.load(db, users=USERS, sessions=sessions)
-    async with db.begin() as conn:
-        for statement in FAIL_TRIGGER.strip().split(";\nCREATE TRIGGER"):
-            sql = (
-                statement
-                if statement.startswith("CREATE FUNCTION")
-                else "CREATE TRIGGER" + statement
-            )
-            await conn.execute(text(sql))
-        await conn.execute(
-            text(
-                f"ALTER DATABASE {database_url.rsplit('/', 1)[1].split('?')[0]} SET test.fail_sessions = '{bad['id']}'"
-            )
-        )
-    await db.dispose()  # new connections pick up the database setting
+    await helpers.fail_goal_inserts_for(db, [bad["id"]])
 
     expected = model.migrate(sessions, [], fail_sessions={bad["id"]})
     job = await helpers.run(db, settings, batch_size=batch_size)
@@ -279,7 +255,8 @@ async def test_a_failing_session_rolls_back_alone(db, settings, database_url, ba
         errors = (
             await conn.execute(
                 text(
-                    "SELECT session_id, reason FROM migration_findings WHERE job_id = :j AND kind = 'error'"
+                    "SELECT session_id, reason FROM migration_findings "
+                    "WHERE job_id = :j AND kind = 'error'"
                 ),
                 {"j": job["id"]},
             )

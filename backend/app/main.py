@@ -24,11 +24,22 @@ log = logging.getLogger("app")
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+def _configure_logging() -> None:
+    """Our loggers print beside uvicorn's; they carry ids and counts, never clinical text."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; settings are read now unless given (tests pass their own)."""
     if settings is None:
         settings = load_settings()
     settings.require_jwt_secret()
+    _configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

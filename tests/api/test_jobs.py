@@ -173,7 +173,7 @@ async def test_cancel_then_resume_equals_an_uninterrupted_run(
 ):
     await demo.write(database_url, sessions=800, seed=9)
     job = (
-        await client.post(BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 30})
+        await client.post(BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 100})
     ).json()
     await wait_for(client, job["id"], lambda j: j["progress"]["sessions_processed"] > 0)
     response = await client.post(f"{BASE}/{job['id']}/cancel")

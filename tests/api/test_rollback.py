@@ -138,7 +138,7 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     job = await _migrate(client)
     created = job["stats"]["goals_created"]
     response = await client.post(
-        f"{BASE}/{job['id']}/rollback", params={"batch_size": 10, "pause_ms": 20}
+        f"{BASE}/{job['id']}/rollback", params={"batch_size": 5, "pause_ms": 100}
     )
     rollback = response.json()
     await wait_for(client, rollback["id"], lambda j: j["stats"]["goals_deleted"] > 0)

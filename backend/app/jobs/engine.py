@@ -212,6 +212,7 @@ class BatchResult:
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_NAMES, 0))
     findings_stored: int = 0
     preview_stored: int = 0
+    failed_sessions: list[uuid.UUID] = field(default_factory=list)
     report: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, row: Any) -> None:
@@ -358,6 +359,7 @@ async def _replay(conn: AsyncConnection, params: dict[str, Any], *, report: bool
                 raise
             result.stats["sessions_processed"] += 1
             result.stats["errors"] += 1
+            result.failed_sessions.append(session_id)
             if room > 0:
                 await record_error(conn, job_id=params["job_id"], session_id=session_id, exc=exc)
                 result.findings_stored += 1

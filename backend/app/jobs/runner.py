@@ -143,7 +143,10 @@ async def run_job(
         # The heartbeat stops with us; another instance will mark the job interrupted.
         log.error("job %s: could not record its end (%s)", job_id, describe_failure(exc))
         return None
-    log.info("job %s ended: %s", job_id, status)
+    async with db.connect() as conn:
+        final = await store.get_job(conn, job_id=job_id)
+    counts = ", ".join(f"{n}={final[n]}" for n in store.COUNTERS if final[n])
+    log.info("job %s ended: %s (%s)", job_id, status, counts or "nothing to do")
     return status
 
 
@@ -194,7 +197,7 @@ async def _work(db: AsyncEngine, run: _Run, part: store.Partition) -> None:
                     preview_room=engine.PREVIEW_CAP - preview,
                     report=run.report,
                 )
-                stats, report = result.stats, result.report
+                stats, report, failed = result.stats, result.report, result.failed_sessions
                 status = await _save(
                     conn,
                     run,
@@ -219,13 +222,20 @@ async def _work(db: AsyncEngine, run: _Run, part: store.Partition) -> None:
                     force=job["force"],
                     dry_run=job["dry_run"],
                 )
-                stats, report = batch.stats, []
+                stats, report, failed = batch.stats, [], []
                 done = batch.last_id is None or batch.last_id == part.range_end
                 status = await _save(conn, run, part, cursor=batch.last_id, done=done, stats=stats)
                 if batch.last_id is None:
                     return
                 cursor = batch.last_id
-        run.errors_this_run += stats.get("errors", 0)
+        if failed:
+            run.errors_this_run += len(failed)
+            log.warning(
+                "job %s: %d session(s) failed and were rolled back: %s",
+                job["id"],
+                len(failed),
+                ", ".join(map(str, failed)),
+            )
         if run.on_batch:
             run.on_batch(BatchEvent(job=job, partition=part.number, stats=stats, report=report))
         if status == "cancelling":

@@ -1,0 +1,143 @@
+"""What both scripts share: exit codes, errors meant for the operator, and the database preflight.
+
+A CliError carries one or two lines an operator can act on and the exit code to leave with;
+the scripts print it as is, never with a traceback.
+"""
+
+import asyncio
+import logging
+import sys
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.config import BACKEND_DIR, ConfigError, Settings, load_settings
+from app.models import Base
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ACTIVE_JOB = 3
+EXIT_INTERRUPTED = 130
+
+CONNECT_TIMEOUT_SECONDS = 15.0
+UPGRADE_HINT = "run: alembic upgrade head"
+
+# The guide names treatment_goals; the tables the migration reads and writes come first.
+_FIRST_TABLES = ("treatment_goals", "therapy_sessions", "users")
+REQUIRED_TABLES = _FIRST_TABLES + tuple(sorted(set(Base.metadata.tables) - set(_FIRST_TABLES)))
+
+_MISSING_TABLES_SQL = """
+SELECT name
+FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS required(name, position)
+WHERE to_regclass(name) IS NULL
+ORDER BY position
+"""
+
+
+class CliError(Exception):
+    """A problem the operator can fix; its message is printed as is."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_CONFIG):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def prepare_streams() -> None:
+    """Flush each line (progress must show while piped) and never crash on emoji."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, errors="replace")
+
+
+class _JobEndsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The scripts report how a job ended from its row; the runner's own error line would
+        # say it twice.
+        return record.levelno < logging.ERROR
+
+
+def configure_logging() -> None:
+    """Warnings to stderr; the runner's log lines carry ids and counts, never clinical text."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("app.jobs").addFilter(_JobEndsFilter())
+
+
+def load() -> Settings:
+    """The scripts' settings: DATABASE_URL is required, JWT_SECRET is not read at all."""
+    try:
+        return load_settings(jwt_secret=None)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def where(database_url: str) -> str:
+    """'host H, port P' of a settings URL (a socket directory counts as the host)."""
+    url = make_url(database_url)
+    host = url.host or url.query.get("host") or "localhost"
+    port = url.port or url.query.get("port") or 5432
+    if isinstance(host, tuple):
+        host = ",".join(host)
+    if isinstance(port, tuple):
+        port = ",".join(port)
+    return f"host {host}, port {port}"
+
+
+def _driver_reason(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        exc = getattr(orig, "__cause__", None) or orig or exc
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+async def connect(db: AsyncEngine, settings: Settings) -> AsyncConnection:
+    """Open a connection, or raise CliError naming host, port and the driver's reason."""
+    unreachable = f"cannot connect to the database at {where(settings.database_url)}"
+    hint = "check DATABASE_URL and that PostgreSQL is running and accepts connections there"
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            return await db.connect()
+    except TimeoutError:
+        raise CliError(
+            f"{unreachable}: no answer within {CONNECT_TIMEOUT_SECONDS:g} s\n{hint}"
+        ) from None
+    except (OSError, DBAPIError) as exc:
+        raise CliError(f"{unreachable}: {_driver_reason(exc)}\n{hint}") from None
+
+
+def _alembic_heads() -> set[str]:
+    config = Config(str(BACKEND_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(BACKEND_DIR / "migrations"))
+    return set(ScriptDirectory.from_config(config).get_heads())
+
+
+async def check_schema(conn: AsyncConnection) -> None:
+    """Refuse to start on a database Alembic has not brought up to this code's schema."""
+    missing = (
+        (await conn.execute(text(_MISSING_TABLES_SQL), {"names": list(REQUIRED_TABLES)}))
+        .scalars()
+        .all()
+    )
+    if missing:
+        raise CliError(f"relation '{missing[0]}' does not exist\n{UPGRADE_HINT}")
+    if (await conn.execute(text("SELECT to_regclass('alembic_version')"))).scalar() is None:
+        return  # a schema built some other way: the tables are there, trust them
+    current = set((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
+    heads = _alembic_heads()
+    if current != heads:
+        raise CliError(
+            f"the database schema is at revision {', '.join(sorted(current)) or 'none'}, "
+            f"this code expects {', '.join(sorted(heads))}\n{UPGRADE_HINT}"
+        )
+
+
+async def preflight(db: AsyncEngine, settings: Settings) -> None:
+    """Connect and check the schema before any job is created."""
+    conn = await connect(db, settings)
+    async with conn:
+        await check_schema(conn)

@@ -1,0 +1,286 @@
+"""The migration guide's text, line for line: banners, progress, per-session blocks, summaries.
+
+Everything here turns job rows and batch reports into lines; nothing touches the database.
+Clinical text (goal descriptions) only ever reaches the operator's own stdout through
+`session_lines`, which also strips control characters so stored text cannot drive the terminal.
+"""
+
+import json
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+RULE = "=" * 70
+DRY_RUN_LINE = "🔍 DRY RUN MODE - No database changes will be made"
+PROGRESS_INTERVAL_SECONDS = 1.0
+DESCRIPTION_WIDTH = 60
+
+MIGRATION_SUMMARY_LABELS = (
+    ("Sessions Processed", "sessions_processed"),
+    ("Sessions with Action Items", "sessions_with_action_items"),
+    ("Goals Created", "goals_created"),
+    ("Goals Skipped (Duplicate)", "goals_skipped_duplicate"),
+    ("Goals Skipped (Invalid)", "goals_skipped_invalid"),
+    ("Errors Encountered", "errors"),
+)
+
+
+def script(args: str) -> str:
+    """The command an operator types, as the guide spells it (from backend/)."""
+    return f"python scripts/migrate_goals_from_jsonb.py {args}"
+
+
+def migration_banner(*, dry_run: bool, batch_size: int, verbose: bool, total: int) -> list[str]:
+    lines = [RULE, "STARTING GOAL MIGRATION FROM JSONB ACTION_ITEMS", RULE]
+    if dry_run:
+        lines.append(DRY_RUN_LINE)
+    lines += [
+        f"Batch Size: {batch_size}",
+        f"Verbose Mode: {verbose}",
+        "",
+        f"Found {total} sessions with extracted_notes.action_items",
+    ]
+    return lines
+
+
+def rollback_banner(*, target: Any, dry_run: bool, batch_size: int, force: bool, total: int):
+    lines = [RULE, "STARTING ROLLBACK OF GOAL MIGRATION JOB", RULE]
+    if dry_run:
+        lines.append(DRY_RUN_LINE)
+    kept = "changed goals are deleted too" if force else "goals changed since are kept"
+    lines += [
+        f"Target Job: {target}",
+        f"Batch Size: {batch_size}",
+        f"Force: {force} ({kept})",
+        "",
+        f"Found {total} goals created by job {target}",
+    ]
+    return lines
+
+
+def resumed_line(job: dict[str, Any]) -> str:
+    done, unit = processed(job), unit_of(job)
+    return f"Resuming job {job['id']}: {done} {unit} already processed"
+
+
+def unit_of(job: dict[str, Any]) -> str:
+    return "sessions" if job["kind"] == "migrate" else "goals"
+
+
+def processed(row: dict[str, Any]) -> int:
+    """Units a job row or a batch's statistics went through: sessions, or goals for rollbacks."""
+    if "sessions_processed" in row:
+        return row["sessions_processed"]
+    return row.get("goals_deleted", 0) + row.get("goals_kept_modified", 0)
+
+
+def progress_line(done: int, total: int | None, unit: str) -> str:
+    return f"⏳ Progress: {done}/{total if total is not None else '?'} {unit} processed..."
+
+
+def _printable(value: str) -> str:
+    return "".join(ch if ch.isprintable() else " " for ch in value)
+
+
+def truncate(value: str, width: int = DESCRIPTION_WIDTH) -> str:
+    value = _printable(value)
+    return value if len(value) <= width else value[: width - 3].rstrip() + "..."
+
+
+def _date(value: str | None) -> str:
+    if not value:
+        return "?"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _goal(row: dict[str, Any]) -> str:
+    category = _printable(row.get("category") or "uncategorized")
+    return f"[{category}] {truncate(row.get('description') or '')}"
+
+
+def _item_line(row: dict[str, Any], dry_run: bool) -> str:
+    outcome = row["outcome"]
+    if outcome == "created":
+        text = ("Would create goal: " if dry_run else "Created goal: ") + _goal(row)
+    elif outcome == "duplicate":
+        verb = "Would skip duplicate: " if dry_run else "Skipped duplicate: "
+        text = verb + _goal(row) + " (this patient already has this goal)"
+    else:
+        verb = "Would skip invalid item: " if dry_run else "Skipped invalid item: "
+        text = verb + _printable(row.get("reason") or "invalid")
+    return ("[DRY RUN] " if dry_run else "") + text
+
+
+def session_lines(report: Iterable[dict[str, Any]], *, dry_run: bool) -> list[str]:
+    """The guide's verbose block for each session of one batch's report, in its order."""
+    lines: list[str] = []
+    current = None
+    for row in report:
+        if "error" in row:
+            lines += [
+                "",
+                f"  Processing Session {row['session_id']}",
+                f"  ❌ Session failed and was rolled back: {row['error']}",
+            ]
+            current = None
+            continue
+        if row["session_id"] != current:
+            current = row["session_id"]
+            count = row["item_count"] if row["outcome"] is not None else 0
+            lines += [
+                "",
+                f"  Processing Session {row['session_id']}",
+                f"  Date: {_date(row.get('session_date'))}",
+                f"  Patient ID: {row['patient_id']}",
+                f"  Action Items Found: {count}",
+            ]
+        if row["outcome"] is None:
+            continue
+        index = row["item_index"]
+        position = f"{index + 1}/{row['item_count']}" if index is not None else "1/1"
+        lines += ["", f"  Action Item {position}:", f"    {_item_line(row, dry_run)}"]
+    return lines
+
+
+def _rows(title: str, pairs: list[tuple[str, Any]], seconds: float | None) -> list[str]:
+    lines = [RULE, title, RULE]
+    if seconds is not None:
+        lines.append(f"Execution Time: {seconds:.2f} seconds")
+    lines += [f"{label}: {value}" for label, value in pairs]
+    return lines + [RULE]
+
+
+def migration_summary(job: dict[str, Any], seconds: float) -> list[str]:
+    pairs = [(label, job[name]) for label, name in MIGRATION_SUMMARY_LABELS]
+    return _rows("GOAL MIGRATION SUMMARY", pairs, seconds)
+
+
+def rollback_summary(job: dict[str, Any], seconds: float) -> list[str]:
+    deleted = "Goals That Would Be Deleted" if job["dry_run"] else "Goals Deleted"
+    kept = "Goals That Would Be Kept" if job["dry_run"] else "Goals Kept"
+    pairs = [
+        (deleted, job["goals_deleted"]),
+        (f"{kept} (Changed Since Migration)", job["goals_kept_modified"]),
+    ]
+    return _rows("GOAL ROLLBACK SUMMARY", pairs, seconds)
+
+
+def verification_block(numbers: dict[str, Any]) -> list[str]:
+    last = numbers["last_real_run_id"]
+    pairs = [
+        ("Sessions with Action Items", numbers["sessions_with_action_items"]),
+        ("Total Action Items", numbers["total_action_items"]),
+        ("Goals in treatment_goals", numbers["goals_total"]),
+        ("Goals Created by Migrations", numbers["goals_from_migrations"]),
+        ("Last Successful Migration", last or "none"),
+    ]
+    if last is not None:
+        pairs.append(
+            ("Items It Accounted For (created + duplicate + invalid)", numbers["last_real_run_accounted"])
+        )
+    pairs.append(("All Action Items Accounted For", "Yes" if numbers["all_items_accounted"] else "No"))
+    return _rows("GOAL MIGRATION VERIFICATION", pairs, None)
+
+
+def outcome_lines(job: dict[str, Any], status: str | None) -> list[str]:
+    """The line after the progress: success, a warning about failed sessions, or the stop."""
+    noun = "Migration" if job["kind"] == "migrate" else "Rollback"
+    resume = f"Resume with: {script('--resume ' + str(job['id']))}"
+    if status == "succeeded" and not job.get("errors"):
+        return [f"✅ {noun} completed successfully!"]
+    if status == "succeeded":
+        return [
+            f"⚠️  {noun} completed, but {job['errors']} sessions failed and were rolled back "
+            "(each on its own; all other sessions were migrated).",
+            "   Fix the cause, then run the migration again: it creates only the missing goals.",
+        ]
+    if status == "interrupted":
+        return [f"⚠️  {noun} interrupted: stopped after the last committed batch.", resume]
+    if status == "cancelled":
+        return [f"⚠️  {noun} cancelled by an admin request.", resume]
+    if status == "failed":
+        return [f"❌ {noun} failed: {job.get('error') or 'see the job in the admin API'}", resume]
+    return [
+        f"❌ {noun} ended without recording its end here (another process took the job over, "
+        "or the database connection was lost); check the job's status in the admin API."
+    ]
+
+
+class Console:
+    """Where the human output goes: plain lines, or a bar redrawn in place on a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, bar: bool = False):
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.bar = bar
+        self._open_line = False
+
+    def lines(self, lines: Iterable[str]) -> None:
+        if self.quiet:
+            return
+        self._close_line()
+        for line in lines:
+            print(line, file=self.stream)
+
+    def progress(self, done: int, total: int | None, unit: str) -> None:
+        if self.quiet:
+            return
+        line = progress_line(done, total, unit)
+        if not self.bar:
+            print(line, file=self.stream)
+            return
+        share = done / total if total else 1.0
+        filled = round(30 * min(share, 1.0))
+        self.stream.write(f"\r\x1b[K{line} [{'█' * filled}{'░' * (30 - filled)}] {share:.0%}")
+        self.stream.flush()
+        self._open_line = True
+
+    def _close_line(self) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+
+    def finish(self) -> None:
+        self._close_line()
+
+
+class Progress:
+    """Counts units over a run's batches and shows a progress line at most once a second."""
+
+    def __init__(
+        self, console: Console, *, total: int | None, done: int, unit: str, gap: bool = False
+    ):
+        self.console = console
+        self.total = total
+        self.done = done
+        self.unit = unit
+        self.gap = gap  # a blank line before each progress line, between verbose blocks
+        self._shown: int | None = None
+        self._shown_at = 0.0
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self._shown is None or now - self._shown_at >= PROGRESS_INTERVAL_SECONDS:
+            self.show(now)
+
+    def show(self, now: float | None = None) -> None:
+        if self.gap:
+            self.console.lines([""])
+        self.console.progress(self.done, self.total, self.unit)
+        self._shown, self._shown_at = self.done, now or time.monotonic()
+
+    def last(self) -> None:
+        """Show the final count unless the last line already did."""
+        if self._shown != self.done:
+            self.show()
+        self.console.finish()
+
+
+def dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, default=str)

@@ -139,5 +139,7 @@ async def check_schema(conn: AsyncConnection) -> None:
 async def preflight(db: AsyncEngine, settings: Settings) -> None:
     """Connect and check the schema before any job is created."""
     conn = await connect(db, settings)
-    async with conn:
+    try:
         await check_schema(conn)
+    finally:
+        await conn.close()

@@ -5,10 +5,12 @@ Clinical text (goal descriptions) only ever reaches the operator's own stdout th
 `session_lines`, which also strips control characters so stored text cannot drive the terminal.
 """
 
+import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -61,7 +63,7 @@ def rollback_banner(*, target: Any, dry_run: bool, batch_size: int, force: bool,
 
 
 def resumed_line(job: dict[str, Any]) -> str:
-    done, unit = processed(job), unit_of(job)
+    done, unit = processed(job, job["kind"]), unit_of(job)
     return f"Resuming job {job['id']}: {done} {unit} already processed"
 
 
@@ -69,10 +71,10 @@ def unit_of(job: dict[str, Any]) -> str:
     return "sessions" if job["kind"] == "migrate" else "goals"
 
 
-def processed(row: dict[str, Any]) -> int:
+def processed(row: dict[str, Any], kind: str) -> int:
     """Units a job row or a batch's statistics went through: sessions, or goals for rollbacks."""
-    if "sessions_processed" in row:
-        return row["sessions_processed"]
+    if kind == "migrate":
+        return row.get("sessions_processed", 0)
     return row.get("goals_deleted", 0) + row.get("goals_kept_modified", 0)
 
 
@@ -173,77 +175,124 @@ def rollback_summary(job: dict[str, Any], seconds: float) -> list[str]:
 def verification_block(numbers: dict[str, Any]) -> list[str]:
     last = numbers["last_real_run_id"]
     pairs = [
-        ("Sessions with Action Items", numbers["sessions_with_action_items"]),
-        ("Total Action Items", numbers["total_action_items"]),
+        ("Sessions with extracted_notes.action_items", numbers["sessions_with_action_items"]),
+        ("Total Action Items (JSONB)", numbers["total_action_items"]),
         ("Goals in treatment_goals", numbers["goals_total"]),
         ("Goals Created by Migrations", numbers["goals_from_migrations"]),
         ("Last Successful Migration", last or "none"),
     ]
     if last is not None:
         pairs.append(
-            ("Items It Accounted For (created + duplicate + invalid)", numbers["last_real_run_accounted"])
+            (
+                "Items It Accounted For (created + duplicate + invalid)",
+                numbers["last_real_run_accounted"],
+            )
         )
-    pairs.append(("All Action Items Accounted For", "Yes" if numbers["all_items_accounted"] else "No"))
+    pairs.append(
+        ("All Action Items Accounted For", "Yes" if numbers["all_items_accounted"] else "No")
+    )
     return _rows("GOAL MIGRATION VERIFICATION", pairs, None)
 
 
 def outcome_lines(job: dict[str, Any], status: str | None) -> list[str]:
     """The line after the progress: success, a warning about failed sessions, or the stop."""
     noun = "Migration" if job["kind"] == "migrate" else "Rollback"
-    resume = f"Resume with: {script('--resume ' + str(job['id']))}"
-    if status == "succeeded" and not job.get("errors"):
+    if status == "succeeded" and not job["errors"]:
         return [f"✅ {noun} completed successfully!"]
     if status == "succeeded":
         return [
-            f"⚠️  {noun} completed, but {job['errors']} sessions failed and were rolled back "
-            "(each on its own; all other sessions were migrated).",
+            f"⚠️  {noun} completed, but {job['errors']} sessions failed and were rolled back, "
+            "each on its own; all other sessions were migrated.",
             "   Fix the cause, then run the migration again: it creates only the missing goals.",
         ]
     if status == "interrupted":
-        return [f"⚠️  {noun} interrupted: stopped after the last committed batch.", resume]
+        return [f"⚠️  {noun} interrupted: stopped after the last committed batch."]
     if status == "cancelled":
-        return [f"⚠️  {noun} cancelled by an admin request.", resume]
+        return [f"⚠️  {noun} cancelled by an admin request."]
     if status == "failed":
-        return [f"❌ {noun} failed: {job.get('error') or 'see the job in the admin API'}", resume]
+        return [f"❌ {noun} failed: {job['error'] or 'see the job in the admin API'}"]
     return [
-        f"❌ {noun} ended without recording its end here (another process took the job over, "
+        f"❌ {noun} stopped without recording its end here (another process took the job over, "
         "or the database connection was lost); check the job's status in the admin API."
     ]
 
 
-class Console:
-    """Where the human output goes: plain lines, or a bar redrawn in place on a terminal."""
+def closing_lines(job: dict[str, Any], status: str | None) -> list[str]:
+    """The job's id and what the operator can do next, after the summary."""
+    lines = ["", f"Job ID: {job['id']}"]
+    if status in ("interrupted", "cancelled", "failed"):
+        lines.append(f"Resume with: {script('--resume ' + str(job['id']))}")
+    elif job["kind"] == "migrate" and job["dry_run"]:
+        lines.append("This was a dry run: run again without --dry-run to create the goals.")
+    elif job["kind"] == "migrate" and job["goals_created"]:
+        lines.append(
+            f"Undo with: {script('--rollback ' + str(job['id']))} (add --dry-run to preview)"
+        )
+    return lines
 
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, bar: bool = False):
+
+class Console:
+    """Where the human output goes: plain lines, or a bar redrawn in place on a terminal.
+
+    If the reader goes away (`... | head`), the console falls silent and calls `on_broken`
+    once, so the command can stop its job at a batch boundary instead of failing it mid-write.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        quiet: bool = False,
+        bar: bool = False,
+        on_broken: Callable[[], None] | None = None,
+    ):
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.bar = bar
+        self.on_broken = on_broken
+        self.broken = False
         self._open_line = False
+
+    def _write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            self.broken = True
+            with contextlib.suppress(OSError, ValueError):
+                # Nothing more can reach the reader; keep the interpreter's final flush quiet.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            if self.on_broken:
+                self.on_broken()
 
     def lines(self, lines: Iterable[str]) -> None:
         if self.quiet:
             return
         self._close_line()
-        for line in lines:
-            print(line, file=self.stream)
+        self._write("".join(line + "\n" for line in lines))
+
+    def document(self, document: dict[str, Any]) -> None:
+        """The --json summary: the only thing such a run prints on stdout."""
+        self._write(json.dumps(document, indent=2, default=str) + "\n")
 
     def progress(self, done: int, total: int | None, unit: str) -> None:
         if self.quiet:
             return
         line = progress_line(done, total, unit)
         if not self.bar:
-            print(line, file=self.stream)
+            self._write(line + "\n")
             return
         share = done / total if total else 1.0
         filled = round(30 * min(share, 1.0))
-        self.stream.write(f"\r\x1b[K{line} [{'█' * filled}{'░' * (30 - filled)}] {share:.0%}")
-        self.stream.flush()
+        self._write(f"\r\x1b[K{line} [{'█' * filled}{'░' * (30 - filled)}] {share:.0%}")
         self._open_line = True
 
     def _close_line(self) -> None:
         if self._open_line:
-            self.stream.write("\n")
             self._open_line = False
+            self._write("\n")
 
     def finish(self) -> None:
         self._close_line()
@@ -253,9 +302,17 @@ class Progress:
     """Counts units over a run's batches and shows a progress line at most once a second."""
 
     def __init__(
-        self, console: Console, *, total: int | None, done: int, unit: str, gap: bool = False
+        self,
+        console: Console,
+        *,
+        total: int | None,
+        done: int,
+        unit: str,
+        gap: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.console = console
+        self.clock = clock
         self.total = total
         self.done = done
         self.unit = unit
@@ -265,7 +322,7 @@ class Progress:
 
     def add(self, count: int) -> None:
         self.done += count
-        now = time.monotonic()
+        now = self.clock()
         if self._shown is None or now - self._shown_at >= PROGRESS_INTERVAL_SECONDS:
             self.show(now)
 
@@ -273,14 +330,10 @@ class Progress:
         if self.gap:
             self.console.lines([""])
         self.console.progress(self.done, self.total, self.unit)
-        self._shown, self._shown_at = self.done, now or time.monotonic()
+        self._shown, self._shown_at = self.done, self.clock() if now is None else now
 
     def last(self) -> None:
         """Show the final count unless the last line already did."""
         if self._shown != self.done:
             self.show()
         self.console.finish()
-
-
-def dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, default=str)

@@ -1,0 +1,217 @@
+"""The command lines' pure parts: the guide's text, progress pacing, pg_dump choice, URLs."""
+
+import io
+from pathlib import Path
+
+import pytest
+
+from app.cli import backup, migrate, output
+from app.cli.common import CliError, where
+
+SESSION = "11111111-1111-1111-1111-111111111111"
+PATIENT = "22222222-2222-2222-2222-222222222222"
+
+
+def _row(item_index, outcome, *, count=2, description=None, category=None, reason=None):
+    return {
+        "session_id": SESSION,
+        "patient_id": PATIENT,
+        "session_date": "2024-11-15T15:30:00+01:00",
+        "item_count": count,
+        "item_index": item_index,
+        "reason": reason,
+        "description": description,
+        "category": category,
+        "outcome": outcome,
+    }
+
+
+def test_verbose_block_follows_the_guide():
+    report = [
+        _row(
+            0, "created", description="Practice deep breathing twice daily", category="behavioral"
+        ),
+        _row(1, "invalid", reason="missing task"),
+    ]
+    assert output.session_lines(report, dry_run=True) == [
+        "",
+        f"  Processing Session {SESSION}",
+        "  Date: 2024-11-15 14:30:00",
+        f"  Patient ID: {PATIENT}",
+        "  Action Items Found: 2",
+        "",
+        "  Action Item 1/2:",
+        "    [DRY RUN] Would create goal: [behavioral] Practice deep breathing twice daily",
+        "",
+        "  Action Item 2/2:",
+        "    [DRY RUN] Would skip invalid item: missing task",
+    ]
+
+
+def test_real_run_items_say_what_happened():
+    report = [
+        _row(0, "created", description="Walk", category=None),
+        _row(1, "duplicate", description="Journal", category="cognitive"),
+    ]
+    lines = output.session_lines(report, dry_run=False)
+    assert lines[-4] == "    Created goal: [uncategorized] Walk"
+    assert lines[-1].startswith("    Skipped duplicate: [cognitive] Journal")
+
+
+def test_sessions_without_items_non_arrays_and_failures():
+    empty = _row(None, None, count=0)
+    not_array = _row(None, "invalid", count=1, reason="action_items is not an array")
+    failed = {"session_id": SESSION, "error": "RaiseError (SQLSTATE P0001)"}
+    lines = output.session_lines([empty], dry_run=True)
+    assert lines[-1] == "  Action Items Found: 0"
+    lines = output.session_lines([not_array], dry_run=False)
+    assert lines[-2:] == [
+        "  Action Item 1/1:",
+        "    Skipped invalid item: action_items is not an array",
+    ]
+    lines = output.session_lines([failed], dry_run=False)
+    assert lines[-1] == "  ❌ Session failed and was rolled back: RaiseError (SQLSTATE P0001)"
+
+
+def test_descriptions_are_truncated_and_cannot_drive_the_terminal():
+    assert output.truncate("x" * 60) == "x" * 60
+    assert output.truncate("x" * 61) == "x" * 57 + "..."
+    assert output.truncate("a\x1b[2Jb\nc") == "a [2Jb c"
+
+
+def test_summary_block_has_the_guides_labels():
+    job = dict.fromkeys([name for _, name in output.MIGRATION_SUMMARY_LABELS], 3)
+    assert output.migration_summary(job, 2.871) == [
+        "=" * 70,
+        "GOAL MIGRATION SUMMARY",
+        "=" * 70,
+        "Execution Time: 2.87 seconds",
+        "Sessions Processed: 3",
+        "Sessions with Action Items: 3",
+        "Goals Created: 3",
+        "Goals Skipped (Duplicate): 3",
+        "Goals Skipped (Invalid): 3",
+        "Errors Encountered: 3",
+        "=" * 70,
+    ]
+
+
+def test_progress_shows_at_most_once_a_second_plus_the_last():
+    times = iter([0.0, 0.3, 0.6, 1.2, 1.5, 1.6])
+    stream = io.StringIO()
+    progress = output.Progress(
+        output.Console(stream), total=50, done=0, unit="sessions", clock=lambda: next(times)
+    )
+    for _ in range(5):
+        progress.add(10)
+    progress.last()
+    assert stream.getvalue().splitlines() == [
+        "⏳ Progress: 10/50 sessions processed...",
+        "⏳ Progress: 40/50 sessions processed...",
+        "⏳ Progress: 50/50 sessions processed...",
+    ]
+
+
+def test_a_closed_reader_silences_the_console_and_asks_to_stop():
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError
+
+    asked = []
+    console = output.Console(Closed(), on_broken=lambda: asked.append(True))
+    console.lines(["a"])
+    console.lines(["b"])
+    assert console.broken and asked == [True]
+
+
+@pytest.mark.parametrize(
+    "status, errors, interrupted, code",
+    [
+        ("succeeded", 0, False, 0),
+        ("succeeded", 2, False, 1),
+        ("failed", 0, False, 1),
+        ("cancelled", 0, False, 1),
+        ("interrupted", 0, True, 130),
+        (None, 0, True, 130),
+        (None, 0, False, 1),
+    ],
+)
+def test_exit_codes(status, errors, interrupted, code):
+    assert migrate.exit_code({"errors": errors}, status, interrupted=interrupted) == code
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--batch-size", "0"],
+        ["--batch-size", "10001"],
+        ["--force"],
+        ["--resume", "not-a-uuid"],
+        ["--resume", "11111111-1111-1111-1111-111111111111", "--dry-run"],
+        ["--verify", "--rollback", "11111111-1111-1111-1111-111111111111"],
+    ],
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        migrate.parse_args(argv)
+    assert exit_.value.code == 2
+
+
+def test_default_batch_size_is_1000():
+    assert migrate.parse_args([]).batch_size == 1000
+
+
+@pytest.mark.parametrize(
+    "url, conninfo, env",
+    [
+        (
+            "postgresql+asyncpg://app:s3cr%40t@db.example.org:6543/goals",
+            "host=db.example.org port=6543 user=app dbname=goals",
+            {"PGPASSWORD": "s3cr@t"},
+        ),
+        (
+            "postgresql+asyncpg://postgres:@/gm?host=/tmp/pg sock",
+            "host='/tmp/pg sock' user=postgres dbname=gm",
+            {},
+        ),
+        (
+            "postgresql+asyncpg://u@h/d?ssl=require&application_name=it's",
+            "host=h user=u dbname=d application_name='it\\'s' sslmode=require",
+            {},
+        ),
+    ],
+)
+def test_database_url_as_libpq_connection(url, conninfo, env):
+    assert backup.libpq_connection(url) == (conninfo, env)
+
+
+def test_where_names_host_and_port():
+    assert where("postgresql+asyncpg://u@db:6000/d") == "host db, port 6000"
+    assert where("postgresql+asyncpg://u@/d?host=/run/pg") == "host /run/pg, port 5432"
+
+
+def _tool(major):
+    return backup.Tool(path=Path(f"/pg{major}/pg_dump"), major=major, version=f"{major}.1")
+
+
+def test_pg_dump_choice_prefers_the_servers_version_then_the_oldest_newer():
+    tools = [_tool(15), _tool(18), _tool(16)]
+    assert backup.choose(tools, 16).major == 16
+    assert backup.choose(tools, 17).major == 18
+    assert backup.choose(tools, 19) is None
+
+
+def test_no_fitting_pg_dump_says_why(monkeypatch):
+    monkeypatch.setattr(backup, "find_tools", lambda name: [_tool(15)])
+    with pytest.raises(CliError) as err:
+        backup.pick("pg_dump", 18)
+    assert "no pg_dump fits the PostgreSQL 18 server: found 15.1 (/pg15/pg_dump)" in str(err.value)
+    monkeypatch.setattr(backup, "find_tools", lambda name: [])
+    with pytest.raises(CliError, match="pg_dump not found"):
+        backup.pick("pg_dump", 18)
+
+
+def test_default_backup_goes_to_the_ignored_backups_directory():
+    path = backup.default_output("goals")
+    assert path.parent == Path(__file__).resolve().parents[2] / "backups"
+    assert path.name.startswith("goals-") and path.suffix == ".dump"

@@ -90,6 +90,10 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     )
     target = (await client.get(f"{BASE}/{job['id']}")).json()
     assert target["rolled_back_by"] == plain["id"]
+    trail = (await client.get(f"{BASE}/{job['id']}/audit")).json()["items"]
+    assert [(a["action"], a["details"].get("rollback_job_id")) for a in trail] == [
+        ("start", None), ("rollback", dry["id"]), ("rollback", plain["id"]),
+    ]  # fmt: skip
 
     again = await _rollback(client, job["id"])
     assert again["stats"] == {"goals_deleted": 0, "goals_kept_modified": 2}

@@ -8,7 +8,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app.jobs import engine
+from app.jobs import engine, runner
 from tests import helpers, model
 from tests.helpers import JSON_NULL, ts
 
@@ -292,3 +292,13 @@ async def test_dry_run_preview_holds_the_first_goals(db, settings, monkeypatch):
         ).all()
     assert job["goals_created"] == 5
     assert [tuple(r) for r in rows] == [(f"Task {d}", "c") for d in range(4)]
+
+
+async def test_a_missing_table_fails_the_job_with_the_guides_advice(db, settings):
+    await helpers.load(db, users=USERS, sessions=[_session(PATIENTS[0], 0, [{"task": "Walk"}])])
+    job_id, token = await helpers.start_job(db, settings, dry_run=False, batch_size=10)
+    async with db.begin() as conn:
+        await conn.execute(text("DROP TABLE treatment_goals"))
+    assert await runner.run_job(db, settings, job_id=job_id, token=token) == "failed"
+    job = await helpers.get(db, job_id)
+    assert job["error"] == "relation 'treatment_goals' does not exist; run: alembic upgrade head"

@@ -146,6 +146,14 @@ async def create_job(
             details = {k: v for k, v in params.items() if k not in ("token", "requested_by")}
             details["target_job_id"] = str(target_job_id) if target_job_id else None
             await audit(conn, job_id=job_id, actor=requested_by, action="start", details=details)
+            if target_job_id is not None:
+                await audit(
+                    conn,
+                    job_id=target_job_id,
+                    actor=requested_by,
+                    action="rollback",
+                    details={"rollback_job_id": str(job_id), "force": force, "dry_run": dry_run},
+                )
     except IntegrityError as exc:
         if "uq_migration_jobs_one_active" not in str(exc.orig):
             raise

@@ -6,6 +6,7 @@ migrations, loads demo data into an empty database, makes sure backend/.env has 
 prints an admin token and the URLs, and serves on 127.0.0.1:8000.
 """
 
+import argparse
 import asyncio
 import os
 import secrets
@@ -54,12 +55,17 @@ async def _admin_id(dsn: str) -> str:
         await conn.close()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.devserver", description=__doc__)
+    parser.add_argument("--port", type=int, default=PORT)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="embedded PostgreSQL data")
+    parser.add_argument("--demo-sessions", type=int, default=5000)
+    args = parser.parse_args(argv)
     try:
         _ensure_jwt_secret()
         if not load_settings(require_database=False).database_url:
-            print(f"starting embedded PostgreSQL in {DATA_DIR} ...")
-            server_url = embedded.start(DATA_DIR, durable=True, cleanup="stop")
+            print(f"starting embedded PostgreSQL in {args.data_dir} ...")
+            server_url = embedded.start(args.data_dir, durable=True, cleanup="stop")
             os.environ["DATABASE_URL"] = asyncio.run(_ensure_database(server_url, "goals"))
         settings = load_settings()
     except ConfigError as exc:
@@ -72,7 +78,7 @@ def main() -> int:
     command.upgrade(config, "head")
 
     dsn = demo.asyncpg_dsn(settings.database_url)
-    counts = asyncio.run(demo.write(dsn, sessions=5000, if_empty=True))
+    counts = asyncio.run(demo.write(dsn, sessions=args.demo_sessions, if_empty=True))
     if counts.sessions:
         print(f"loaded demo data: {counts.sessions} sessions, {counts.users} users")
     token = security.mint(
@@ -81,7 +87,7 @@ def main() -> int:
         role="admin",
         ttl_seconds=8 * 3600,
     )
-    base = f"http://{HOST}:{PORT}"
+    base = f"http://{HOST}:{args.port}"
     from app.main import STATIC_DIR, create_app
 
     page = f"  Admin page:  {base}/admin/ui/\n" if (STATIC_DIR / "index.html").exists() else ""
@@ -93,10 +99,10 @@ def main() -> int:
         f'  try: curl -X POST -H "Authorization: Bearer $TOKEN" '
         f'"{base}/admin/migrations/goals?dry_run=true"\n'
     )
-    uvicorn.run(create_app(settings), host=HOST, port=PORT, log_level="info")
+    uvicorn.run(create_app(settings), host=HOST, port=args.port, log_level="info")
     return 0
 
 
 if __name__ == "__main__":
-    os.chdir(Path(BACKEND_DIR))
+    os.chdir(BACKEND_DIR)
     sys.exit(main())

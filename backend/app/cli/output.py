@@ -16,7 +16,8 @@ from typing import Any, TextIO
 
 RULE = "=" * 70
 DRY_RUN_LINE = "🔍 DRY RUN MODE - No database changes will be made"
-PROGRESS_INTERVAL_SECONDS = 1.0
+PROGRESS_INTERVAL_SECONDS = 1.0  # between progress lines
+BAR_INTERVAL_SECONDS = 0.2  # between redraws of the in-place bar on a terminal
 DESCRIPTION_WIDTH = 60
 
 MIGRATION_SUMMARY_LABELS = (
@@ -299,7 +300,7 @@ class Console:
 
 
 class Progress:
-    """Counts units over a run's batches and shows a progress line at most once a second."""
+    """Counts units over a run's batches; shows a progress line at most once a second."""
 
     def __init__(
         self,
@@ -323,7 +324,8 @@ class Progress:
     def add(self, count: int) -> None:
         self.done += count
         now = self.clock()
-        if self._shown is None or now - self._shown_at >= PROGRESS_INTERVAL_SECONDS:
+        interval = BAR_INTERVAL_SECONDS if self.console.bar else PROGRESS_INTERVAL_SECONDS
+        if self._shown is None or now - self._shown_at >= interval:
             self.show(now)
 
     def show(self, now: float | None = None) -> None:

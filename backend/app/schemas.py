@@ -70,7 +70,7 @@ class Job(BaseModel):
         total = row["sessions_total"]
         percent = rate = eta = None
         if total is not None:
-            percent = round(100.0 * processed / total, 2) if total else 100.0
+            percent = min(round(100.0 * processed / total, 2), 100.0) if total else 100.0
         if row["status"] in ("running", "cancelling") and row["run_seconds"]:
             seconds = float(row["run_seconds"])
             rate = round((processed - row["run_start_processed"]) / seconds, 2) if seconds else None

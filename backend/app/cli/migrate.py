@@ -129,6 +129,7 @@ class Command:
         self.console = output.Console(quiet=args.json, bar=bar, on_broken=self.stop.set)
         self.interrupts = 0
         self.run_task: asyncio.Task | None = None
+        self.job_id: uuid.UUID | None = None
 
     def fail(self, exc: CliError) -> int:
         """Report an operator-fixable problem: its lines on stderr, and JSON if asked."""
@@ -156,8 +157,20 @@ class Command:
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._lost(exc) from None
         finally:
             await db.dispose()
+
+    def _lost(self, exc: BaseException) -> CliError:
+        """The database went away after the preflight: say so, and how to go on."""
+        message = runner.describe_failure(exc)
+        if self.job_id is not None:
+            message += (
+                f"\njob {self.job_id} shows as interrupted once its heartbeat is stale; then: "
+                + output.script(f"--resume {self.job_id}")
+            )
+        return CliError(message, common.EXIT_FAILED)
 
     def _on_signal(self) -> None:
         self.interrupts += 1
@@ -212,6 +225,7 @@ class Command:
         except store.JobStateError as exc:
             verb = "resume" if args.resume else "roll back"
             raise CliError(f"cannot {verb} job {args.resume or args.rollback}: {exc}") from None
+        self.job_id = job_id
         async with db.connect() as conn:
             return await store.get_job(conn, job_id=job_id), token
 

@@ -171,81 +171,107 @@ async def _heartbeat(db: AsyncEngine, settings: Settings, run: _Run) -> None:
             run.halt(Stop.CANCEL)
 
 
+@dataclass
+class _Batch:
+    """One committed batch, as the worker loop needs it. cursor None: the partition is done."""
+
+    cursor: uuid.UUID | None
+    job_status: str
+    stats: dict[str, int] = field(default_factory=dict)
+    report: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+
+
 async def _work(db: AsyncEngine, run: _Run, part: store.Partition) -> None:
     """Walk one partition batch by batch until it is done or the run is told to stop."""
     job = run.job
-    cursor, findings, preview = part.cursor, part.findings_stored, part.preview_stored
-    while not run.stop.is_set():
-        lo = part.range_start if cursor is None else partitions.after(cursor)
-        async with db.connect() as conn, conn.begin():
-            if job["kind"] == "migrate":
-                hi = None
-                if lo is not None and lo <= part.range_end:
-                    hi = await engine.next_bound(
-                        conn, lo=lo, end=part.range_end, batch_size=job["batch_size"]
-                    )
-                if hi is None:
-                    await _save(conn, run, part, cursor=None, done=True, stats={})
-                    return
-                result = await engine.run_batch(
-                    conn,
-                    job_id=job["id"],
-                    lo=lo,
-                    hi=hi,
-                    dry_run=job["dry_run"],
-                    findings_room=engine.FINDINGS_CAP - findings,
-                    preview_room=engine.PREVIEW_CAP - preview,
-                    report=run.report,
+    step = _migrate_batch if job["kind"] == "migrate" else _rollback_batch
+    kept = {"findings": part.findings_stored, "preview": part.preview_stored}
+    cursor = part.cursor
+    try:
+        while not run.stop.is_set():
+            lo = part.range_start if cursor is None else partitions.after(cursor)
+            async with db.connect() as conn, conn.begin():
+                batch = await step(conn, run, part, lo, kept)
+            if batch.failed:
+                run.errors_this_run += len(batch.failed)
+                log.warning(
+                    "job %s: %d session(s) failed and were rolled back: %s",
+                    job["id"],
+                    len(batch.failed),
+                    ", ".join(map(str, batch.failed)),
                 )
-                stats, report, failed = result.stats, result.report, result.failed_sessions
-                status = await _save(
-                    conn,
-                    run,
-                    part,
-                    cursor=hi,
-                    done=hi == part.range_end,
-                    stats=stats,
-                    findings_stored=result.findings_stored,
-                    preview_stored=result.preview_stored,
-                    record_batch=not job["dry_run"] and stats["goals_created"] > 0,
-                )
-                findings += result.findings_stored
-                preview += result.preview_stored
-                cursor = hi
-            else:
-                batch = await rollback.run_batch(
-                    conn,
-                    target_job_id=job["target_job_id"],
-                    lo=lo,
-                    end=part.range_end,
-                    batch_size=job["batch_size"],
-                    force=job["force"],
-                    dry_run=job["dry_run"],
-                )
-                stats, report, failed = batch.stats, [], []
-                done = batch.last_id is None or batch.last_id == part.range_end
-                status = await _save(conn, run, part, cursor=batch.last_id, done=done, stats=stats)
-                if batch.last_id is None:
-                    return
-                cursor = batch.last_id
-        if failed:
-            run.errors_this_run += len(failed)
-            log.warning(
-                "job %s: %d session(s) failed and were rolled back: %s",
-                job["id"],
-                len(failed),
-                ", ".join(map(str, failed)),
-            )
-        if run.on_batch:
-            run.on_batch(BatchEvent(job=job, partition=part.number, stats=stats, report=report))
-        if status == "cancelling":
-            run.halt(Stop.CANCEL)
-        if run.errors_this_run > job["max_errors"]:
-            run.halt(Stop.MAX_ERRORS)
-        if cursor == part.range_end:
-            return
-        if job["pause_ms"] and not run.stop.is_set():
-            await asyncio.sleep(job["pause_ms"] / 1000)
+            if batch.cursor is not None and run.on_batch:
+                run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report))
+            if batch.job_status == "cancelling":
+                run.halt(Stop.CANCEL)
+            if run.errors_this_run > job["max_errors"]:
+                run.halt(Stop.MAX_ERRORS)
+            if batch.cursor is None or batch.cursor == part.range_end:
+                return
+            cursor = batch.cursor
+            if job["pause_ms"] and not run.stop.is_set():
+                await asyncio.sleep(job["pause_ms"] / 1000)
+    except BaseException:
+        run.stop.set()  # one partition failing ends the run for all of them
+        raise
+
+
+async def _migrate_batch(
+    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, kept: dict
+) -> _Batch:
+    """Migrate the next whole patients of this partition, or mark it done."""
+    job = run.job
+    hi = None
+    if lo is not None and lo <= part.range_end:
+        hi = await engine.next_bound(conn, lo=lo, end=part.range_end, batch_size=job["batch_size"])
+    if hi is None:
+        return _Batch(None, await _save(conn, run, part, cursor=None, done=True, stats={}))
+    result = await engine.run_batch(
+        conn,
+        job_id=job["id"],
+        lo=lo,
+        hi=hi,
+        dry_run=job["dry_run"],
+        findings_room=engine.FINDINGS_CAP - kept["findings"],
+        preview_room=engine.PREVIEW_CAP - kept["preview"],
+        report=run.report,
+    )
+    status = await _save(
+        conn,
+        run,
+        part,
+        cursor=hi,
+        done=hi == part.range_end,
+        stats=result.stats,
+        findings_stored=result.findings_stored,
+        preview_stored=result.preview_stored,
+        record_batch=not job["dry_run"] and result.stats["goals_created"] > 0,
+    )
+    kept["findings"] += result.findings_stored
+    kept["preview"] += result.preview_stored
+    return _Batch(hi, status, result.stats, result.report, result.failed_sessions)
+
+
+async def _rollback_batch(
+    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, kept: dict
+) -> _Batch:
+    """Delete (or count) the next goals of the target job in this partition."""
+    job = run.job
+    if lo is None:
+        return _Batch(None, await _save(conn, run, part, cursor=None, done=True, stats={}))
+    batch = await rollback.run_batch(
+        conn,
+        target_job_id=job["target_job_id"],
+        lo=lo,
+        end=part.range_end,
+        batch_size=job["batch_size"],
+        force=job["force"],
+        dry_run=job["dry_run"],
+    )
+    done = batch.last_id is None or batch.last_id == part.range_end
+    status = await _save(conn, run, part, cursor=batch.last_id, done=done, stats=batch.stats)
+    return _Batch(batch.last_id, status, batch.stats)
 
 
 async def _save(conn: AsyncConnection, run: _Run, part: store.Partition, **kwargs) -> str:

@@ -302,3 +302,16 @@ async def test_a_missing_table_fails_the_job_with_the_guides_advice(db, settings
     assert await runner.run_job(db, settings, job_id=job_id, token=token) == "failed"
     job = await helpers.get(db, job_id)
     assert job["error"] == "relation 'treatment_goals' does not exist; run: alembic upgrade head"
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+async def test_patients_on_partition_edges(db, settings, batch_size):
+    edges = [uuid.UUID(int=0), uuid.UUID(int=(1 << 127) - 1), uuid.UUID(int=1 << 127)]
+    edges.append(uuid.UUID(int=(1 << 128) - 1))
+    sessions = [_session(p, d, [{"task": f"T{d % 2}"}]) for p in edges for d in range(3)]
+    await helpers.load(db, users=[(p, "patient") for p in edges] + [(THERAPIST, "therapist")],
+                       sessions=sessions)  # fmt: skip
+    expected = model.migrate(sessions, [])
+    job = await helpers.run(db, settings, batch_size=batch_size)
+    assert helpers.stats(job) == expected.stats and expected.stats["goals_created"] == 8
+    assert await helpers.migrated_goals(db) == helpers.model_goals(expected)

@@ -8,18 +8,11 @@ from sqlalchemy import text
 from app import demo
 from app.config import load_settings
 from app.db import create_engine
-from tests import helpers
+from tests import helpers, model
 from tests.api.conftest import BASE, TERMINAL, open_client, wait_for
 from tests.conftest import SECRET, drop_database, new_database
 
-STAT_KEYS = {
-    "sessions_processed",
-    "sessions_with_action_items",
-    "goals_created",
-    "goals_skipped_duplicate",
-    "goals_skipped_invalid",
-    "errors",
-}
+STAT_KEYS = set(model.STATS)
 
 
 async def test_dry_run_is_the_default_and_predicts_the_real_run(client, database_url, db):
@@ -264,7 +257,7 @@ async def test_openapi_lists_every_route_with_models(client):
         for method in methods:
             ok = next(c for c in paths[path][method]["responses"] if c.startswith("2"))
             assert "$ref" in str(paths[path][method]["responses"][ok]), (path, method)
-    for model in ("Job", "JobList", "FindingList", "PreviewList", "AuditList", "Verification",
+    for name in ("Job", "JobList", "FindingList", "PreviewList", "AuditList", "Verification",
                   "ActiveJobConflict", "Progress", "MigrateStats", "RollbackStats"):  # fmt: skip
-        assert model in spec["components"]["schemas"]
+        assert name in spec["components"]["schemas"]
     assert set(spec["components"]["schemas"]["Job"]["properties"]["status"]["enum"]) >= TERMINAL

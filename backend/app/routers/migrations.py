@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app import schemas
@@ -22,7 +22,8 @@ _CONFLICT = {409: {"model": schemas.ActiveJobConflict}}
 _NOT_FOUND = {404: {"model": schemas.Problem}}
 
 
-def _conflict(exc: store.ActiveJobExists) -> JSONResponse:
+async def active_job_conflict(request: Request, exc: store.ActiveJobExists) -> JSONResponse:
+    """409 naming the job that holds the one-active-job guard (installed by create_app)."""
     return JSONResponse(
         status_code=status.HTTP_409_CONFLICT,
         content={
@@ -30,6 +31,11 @@ def _conflict(exc: store.ActiveJobExists) -> JSONResponse:
             "active_job_id": str(exc.active_job_id) if exc.active_job_id else None,
         },
     )
+
+
+async def job_state_conflict(request: Request, exc: store.JobStateError) -> JSONResponse:
+    """409 for an action the job's state does not allow (installed by create_app)."""
+    return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
 
 
 async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
@@ -64,17 +70,14 @@ async def start_migration(
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
     max_errors: Annotated[int, Query(ge=0, le=10_000_000)] = 1000,
 ):
-    try:
-        job_id = await runner.start(
-            kind="migrate",
-            dry_run=dry_run,
-            batch_size=batch_size,
-            pause_ms=pause_ms,
-            max_errors=max_errors,
-            requested_by=admin.sub,
-        )
-    except store.ActiveJobExists as exc:
-        return _conflict(exc)
+    job_id = await runner.start(
+        kind="migrate",
+        dry_run=dry_run,
+        batch_size=batch_size,
+        pause_ms=pause_ms,
+        max_errors=max_errors,
+        requested_by=admin.sub,
+    )
     return _accepted(response, await _job(conn, settings, job_id))
 
 
@@ -176,11 +179,8 @@ async def audit(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
 )
 async def cancel(job_id: uuid.UUID, admin: AdminUser, conn: ConnDep, settings: SettingsDep):
     await _job(conn, settings, job_id)
-    try:
-        async with conn.begin():
-            await store.request_cancel(conn, job_id=job_id, actor=admin.sub)
-    except store.JobStateError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    async with conn.begin():
+        await store.request_cancel(conn, job_id=job_id, actor=admin.sub)
     return await _job(conn, settings, job_id)
 
 
@@ -200,12 +200,7 @@ async def resume(
     settings: SettingsDep,
 ):
     await _job(conn, settings, job_id)
-    try:
-        await runner.resume(job_id=job_id, actor=admin.sub)
-    except store.ActiveJobExists as exc:
-        return _conflict(exc)
-    except store.JobStateError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    await runner.resume(job_id=job_id, actor=admin.sub)
     return _accepted(response, await _job(conn, settings, job_id))
 
 
@@ -228,17 +223,12 @@ async def rollback(
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
 ):
     await _job(conn, settings, job_id)
-    try:
-        new_id = await runner.start(
-            kind="rollback",
-            dry_run=dry_run,
-            force=force,
-            batch_size=batch_size,
-            target_job_id=job_id,
-            requested_by=admin.sub,
-        )
-    except store.ActiveJobExists as exc:
-        return _conflict(exc)
-    except store.JobStateError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    new_id = await runner.start(
+        kind="rollback",
+        dry_run=dry_run,
+        force=force,
+        batch_size=batch_size,
+        target_job_id=job_id,
+        requested_by=admin.sub,
+    )
     return _accepted(response, await _job(conn, settings, new_id))

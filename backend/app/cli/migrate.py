@@ -23,7 +23,8 @@ from app.cli import common, output
 from app.cli.common import CliError
 from app.config import Settings
 from app.db import create_engine
-from app.jobs import engine, rollback, runner, store
+from app.jobs import runner, store
+from app.jobs import verify as verify_numbers
 
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
@@ -194,8 +195,6 @@ class Command:
         try:
             if args.resume:
                 async with db.begin() as conn:
-                    if await store.get_job(conn, job_id=args.resume) is None:
-                        raise CliError(f"no job with id {args.resume}")
                     token = await store.resume(conn, job_id=args.resume, actor=ACTOR)
                 job_id = args.resume
             elif args.rollback:
@@ -221,7 +220,7 @@ class Command:
         except store.ActiveJobExists as exc:
             raise await self._active_job_error(db, exc.active_job_id) from None
         except store.JobNotFound:
-            raise CliError(f"no job with id {args.rollback}") from None
+            raise CliError(f"no job with id {args.resume or args.rollback}") from None
         except store.JobStateError as exc:
             verb = "resume" if args.resume else "roll back"
             raise CliError(f"cannot {verb} job {args.resume or args.rollback}: {exc}") from None
@@ -246,40 +245,37 @@ class Command:
     async def follow(self, db: AsyncEngine, settings: Settings, job: dict, token: uuid.UUID) -> int:
         """Run the job in the foreground, printing the guide's output; return the exit code."""
         kind, dry_run = job["kind"], job["dry_run"]
-        total = job["sessions_total"]
-        if total is None:
-            async with db.connect() as conn:
-                total = await (
-                    engine.count_candidates(conn)
-                    if kind == "migrate"
-                    else rollback.count_goals(conn, target_job_id=job["target_job_id"])
-                )
         verbose = self.args.verbose and kind == "migrate" and not self.args.json
-        if kind == "migrate":
-            banner = output.migration_banner(
-                dry_run=dry_run,
-                batch_size=job["batch_size"],
-                verbose=self.args.verbose,
+        progress: output.Progress | None = None
+
+        def on_start(claimed: dict) -> None:
+            nonlocal progress
+            total = claimed["sessions_total"]
+            if kind == "migrate":
+                banner = output.migration_banner(
+                    dry_run=dry_run,
+                    batch_size=job["batch_size"],
+                    verbose=self.args.verbose,
+                    total=total,
+                )
+            else:
+                banner = output.rollback_banner(
+                    target=job["target_job_id"],
+                    dry_run=dry_run,
+                    batch_size=job["batch_size"],
+                    force=job["force"],
+                    total=total,
+                )
+            if self.args.resume:
+                banner.append(output.resumed_line(job))
+            self.console.lines(banner if verbose else [*banner, ""])
+            progress = output.Progress(
+                self.console,
                 total=total,
+                done=output.processed(job, kind),
+                unit=output.unit_of(job),
+                gap=verbose,
             )
-        else:
-            banner = output.rollback_banner(
-                target=job["target_job_id"],
-                dry_run=dry_run,
-                batch_size=job["batch_size"],
-                force=job["force"],
-                total=total,
-            )
-        if self.args.resume:
-            banner.append(output.resumed_line(job))
-        self.console.lines(banner if verbose else [*banner, ""])
-        progress = output.Progress(
-            self.console,
-            total=total,
-            done=output.processed(job, kind),
-            unit=output.unit_of(job),
-            gap=verbose,
-        )
 
         def on_batch(event: runner.BatchEvent) -> None:
             if event.report:
@@ -294,6 +290,7 @@ class Command:
                 job_id=job["id"],
                 token=token,
                 stop=self.stop,
+                on_start=on_start,
                 on_batch=on_batch,
                 report=verbose,
             )
@@ -303,7 +300,8 @@ class Command:
         except asyncio.CancelledError:
             status = await self._abandon(db, job["id"], token)
         seconds = time.monotonic() - started
-        progress.last()
+        if progress is not None:
+            progress.last()
         async with db.connect() as conn:
             final = await store.get_job(conn, job_id=job["id"])
         code = exit_code(final, status, interrupted=self.interrupts > 0)
@@ -346,25 +344,7 @@ class Command:
     async def verify(self, db: AsyncEngine) -> int:
         """The guide's verification numbers, as the API's /verify computes them."""
         async with db.connect() as conn:
-            numbers = await engine.verification(conn)
-            last = await store.last_successful_real_run(conn)
-        accounted = None
-        if last is not None:
-            accounted = (
-                last["goals_created"]
-                + last["goals_skipped_duplicate"]
-                + last["goals_skipped_invalid"]
-            )
-        result = schemas.Verification(
-            **numbers,
-            last_real_run_id=last["id"] if last else None,
-            last_real_run_accounted=accounted,
-            all_items_accounted=(
-                last is not None
-                and last["errors"] == 0
-                and accounted == numbers["total_action_items"]
-            ),
-        )
+            result = schemas.Verification(**await verify_numbers.report(conn))
         code = common.EXIT_OK if result.all_items_accounted else common.EXIT_FAILED
         if self.args.json:
             document = {

@@ -381,21 +381,3 @@ async def record_error(
         ),
         {"job_id": job_id, "session_id": session_id, "reason": str(error_info(exc))},
     )
-
-
-_VERIFY_SQL = f"""
-SELECT
-    (SELECT count(*) FROM therapy_sessions WHERE {CANDIDATE_PREDICATE})
-        AS sessions_with_action_items,
-    (SELECT coalesce(sum(CASE WHEN jsonb_typeof(extracted_notes -> 'action_items') = 'array'
-                              THEN jsonb_array_length(extracted_notes -> 'action_items')
-                              ELSE 1 END), 0)
-     FROM therapy_sessions WHERE {CANDIDATE_PREDICATE}) AS total_action_items,
-    (SELECT count(*) FROM treatment_goals) AS goals_total,
-    (SELECT count(*) FROM treatment_goals WHERE source_job_id IS NOT NULL) AS goals_from_migrations
-"""
-
-
-async def verification(conn: AsyncConnection) -> dict[str, Any]:
-    """The guide's verification queries as numbers, safe on non-array action_items."""
-    return dict((await conn.execute(text(_VERIFY_SQL))).mappings().one())

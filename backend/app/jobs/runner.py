@@ -79,13 +79,15 @@ async def run_job(
     job_id: uuid.UUID,
     token: uuid.UUID,
     stop: asyncio.Event | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
     on_batch: Callable[[BatchEvent], None] | None = None,
     report: bool = False,
 ) -> str | None:
     """Run (or continue) a queued job to its end; return its final status.
 
     Returns None when the job was not ours to run (already claimed or its token replaced).
-    Setting `stop` ends the run at the next batch boundary as interrupted.
+    Setting `stop` ends the run at the next batch boundary as interrupted. `on_start` gets the
+    claimed job, its sessions_total known, before the first batch; `on_batch` each batch.
     """
     async with db.begin() as conn:
         job = await store.claim(conn, job_id=job_id, token=token)
@@ -105,6 +107,9 @@ async def run_job(
                     else rollback.count_goals(conn, target_job_id=job["target_job_id"])
                 )
                 await store.set_total(conn, job_id=job_id, total=total)
+            job["sessions_total"] = total
+        if on_start:
+            on_start(job)
         async with db.connect() as conn:
             parts = await store.load_partitions(conn, job_id=job_id)
         results = await asyncio.gather(

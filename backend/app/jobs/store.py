@@ -372,6 +372,11 @@ async def resume(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> uui
                 )
             ).one_or_none()
             if row is None:
+                exists = await conn.execute(
+                    text("SELECT 1 FROM migration_jobs WHERE id = :job_id"), {"job_id": job_id}
+                )
+                if exists.scalar_one_or_none() is None:
+                    raise JobNotFound(job_id)
                 raise JobStateError("only a cancelled, interrupted or failed job can be resumed")
             # Waits for any batch a lost process still has in flight, then takes it over.
             await conn.execute(

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from app import schemas
 from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, require_admin
 from app.jobs import engine, store
+from app.jobs import verify as verify_numbers
 
 router = APIRouter(
     prefix="/admin/migrations/goals",
@@ -100,21 +101,7 @@ async def list_jobs(
     summary="The guide's verification queries, as numbers",
 )
 async def verify(conn: ConnDep):
-    numbers = await engine.verification(conn)
-    last = await store.last_successful_real_run(conn)
-    accounted = None
-    if last is not None:
-        accounted = (
-            last["goals_created"] + last["goals_skipped_duplicate"] + last["goals_skipped_invalid"]
-        )
-    return schemas.Verification(
-        **numbers,
-        last_real_run_id=last["id"] if last else None,
-        last_real_run_accounted=accounted,
-        all_items_accounted=(
-            last is not None and last["errors"] == 0 and accounted == numbers["total_action_items"]
-        ),
-    )
+    return schemas.Verification(**await verify_numbers.report(conn))
 
 
 @router.get("/{job_id}", response_model=schemas.Job, responses=_NOT_FOUND, summary="One job")

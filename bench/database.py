@@ -1,0 +1,120 @@
+"""The benchmark's embedded PostgreSQL: a migrated, filled template and throwaway clones of it."""
+
+import asyncio
+import atexit
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from app import demo, embedded
+from app.models.therapy_session import CANDIDATE_PREDICATE
+
+BACKEND = Path(__file__).resolve().parent.parent / "backend"
+TEMPLATE = "bench_template"
+
+# What a migration has to go through, counted the way the engine counts (a non-array
+# action_items is one invalid item).
+_FACTS_SQL = f"""
+SELECT count(*) AS candidate_sessions,
+       coalesce(sum(CASE WHEN jsonb_typeof(extracted_notes -> 'action_items') = 'array'
+                         THEN jsonb_array_length(extracted_notes -> 'action_items')
+                         ELSE 1 END), 0) AS items,
+       (SELECT count(*) FROM therapy_sessions) AS sessions,
+       (SELECT count(*) FROM treatment_goals) AS existing_goals,
+       current_setting('server_version') AS server_version,
+       current_setting('shared_buffers') AS shared_buffers,
+       current_setting('work_mem') AS work_mem,
+       pg_database_size(current_database()) AS database_bytes
+FROM therapy_sessions
+WHERE {CANDIDATE_PREDICATE}
+"""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The template's data, as every measurement sees it."""
+
+    sessions: int
+    candidate_sessions: int
+    items: int
+    existing_goals: int
+    server_version: str
+    shared_buffers: str
+    work_mem: str
+    database_mb: float
+
+
+class Cluster:
+    """An embedded PostgreSQL in a temporary directory, deleted when the process exits."""
+
+    def __init__(self) -> None:
+        root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
+        # atexit runs last-registered first: the server's own cleanup (stop, delete its data)
+        # runs before this removes the directory around it.
+        atexit.register(shutil.rmtree, root, True)
+        self.server_url = embedded.start(root / "pg", durable=False, cleanup="delete")
+
+    def url(self, database: str) -> str:
+        """A postgresql:// URL for one database of this server."""
+        return make_url(self.server_url).set(database=database).render_as_string(False)
+
+    async def admin(self, sql: str) -> None:
+        """Run a statement that must not be inside a transaction (CREATE/DROP DATABASE)."""
+        conn = await asyncpg.connect(self.url("postgres"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def build_template(self, *, sessions: int, seed: int) -> Facts:
+        """Create the template: the schema by Alembic, demo data, then VACUUM ANALYZE."""
+        await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await self.admin(f"CREATE DATABASE {TEMPLATE}")
+        url = self.url(TEMPLATE)
+        # Alembic's env.py runs its own event loop, so it gets a thread of its own.
+        await asyncio.to_thread(command.upgrade, _alembic_config(url), "head")
+        await demo.write(url, sessions=sessions, seed=seed)
+        conn = await asyncpg.connect(url)
+        try:
+            # Hint bits, visibility map and statistics settled once, so no clone pays for them.
+            await conn.execute("VACUUM ANALYZE")
+            row = await conn.fetchrow(_FACTS_SQL)
+        finally:
+            await conn.close()
+        return Facts(
+            sessions=row["sessions"],
+            candidate_sessions=row["candidate_sessions"],
+            items=row["items"],
+            existing_goals=row["existing_goals"],
+            server_version=row["server_version"],
+            shared_buffers=row["shared_buffers"],
+            work_mem=row["work_mem"],
+            database_mb=round(row["database_bytes"] / 2**20, 1),
+        )
+
+    @asynccontextmanager
+    async def clone(self, label: str) -> AsyncIterator[str]:
+        """A fresh copy of the template for one measurement; dropped afterwards."""
+        name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+        await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+        try:
+            yield self.url(name)
+        finally:
+            await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _alembic_config(url: str) -> Config:
+    config = Config(str(BACKEND / "alembic.ini"))
+    config.set_main_option("script_location", str(BACKEND / "migrations"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    return config

@@ -1,0 +1,303 @@
+"""The benchmark from start to end: one template, a fresh clone per measurement, the report.
+
+Settings come from the environment: BENCH_SESSIONS (200000), BENCH_SEED (7), BENCH_REPEATS
+(3: the ceiling, the floor and the engine's runs at the default batch size, best kept),
+BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000) and
+BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease).
+"""
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from app.config import Settings
+from app.routers.migrations import DEFAULT_BATCH_SIZE
+from bench import api, buffers, ceiling, cpu, explain, floor, report
+from bench.database import Cluster
+from bench.server import ServerFailed
+
+PREVIEW_ROWS_SQL = """
+SELECT patient_id, session_id, description, category, created_at FROM migration_previews
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    sessions: int
+    seed: int
+    repeats: int
+    batch_sizes: tuple[int, ...]
+    floor_sessions: int
+    quiet_wait: float
+
+    @classmethod
+    def from_env(cls) -> "Options":
+        sizes = os.environ.get("BENCH_BATCH_SIZES", "50,200,1000,5000")
+        return cls(
+            sessions=int(os.environ.get("BENCH_SESSIONS", "200000")),
+            seed=int(os.environ.get("BENCH_SEED", "7")),
+            repeats=max(1, int(os.environ.get("BENCH_REPEATS", "3"))),
+            batch_sizes=tuple(sorted({int(s) for s in sizes.split(",")} | {DEFAULT_BATCH_SIZE})),
+            floor_sessions=int(os.environ.get("BENCH_FLOOR_SESSIONS", "5000")),
+            quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
+        )
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def commit() -> str:
+    """The checked-out commit, marked dirty when backend/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return result.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--", "backend") else "")
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    meminfo = Path("/proc/meminfo").read_text().split()
+    return {
+        "commit": commit(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "partitions": Settings.model_fields["job_partitions"].default,
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+
+
+async def settle(options: Options) -> None:
+    """Give other load on the machine a moment to ease before a measurement."""
+    waited = await cpu.wait_for_quiet(max_seconds=options.quiet_wait)
+    if waited > 1.5:
+        say(f"waited {waited:.0f} s for other load on the machine to ease")
+
+
+async def _batches_with_goals(url: str, job_id: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM migration_batches WHERE job_id = $1::uuid", job_id
+        )
+    finally:
+        await conn.close()
+
+
+async def engine_run(
+    cluster: Cluster,
+    work: Path,
+    options: Options,
+    *,
+    dry_run: bool,
+    batch_size: int,
+    expected: int,
+) -> dict:
+    """One job through the API on a fresh clone, its goals checked against the ceiling's."""
+    label = f"{'dry' if dry_run else 'real'}{batch_size}"
+    async with cluster.clone(label) as url:
+        await settle(options)
+        run = await api.run_job(
+            url, dry_run=dry_run, batch_size=batch_size, log_dir=work, label=label
+        )
+        io = await buffers.read(url)
+        created = run.job["stats"]["goals_created"]
+        if created != expected:
+            raise ceiling.RowSetMismatch(
+                f"{label}: the job reports {created} goals created, the ceiling {expected}"
+            )
+        rows_file = work / "ceiling.copy"
+        summary = {**run.summary(), "buffers": io}
+        if dry_run:
+            summary["preview_checked"] = await ceiling.check(
+                url, rows_file, engine_rows_sql=PREVIEW_ROWS_SQL, label=label, subset=True
+            )
+        else:
+            summary["goals_checked"] = await ceiling.check(
+                url, rows_file, engine_rows_sql=ceiling.ROWS_SQL, label=label
+            )
+            summary["batches_with_goals"] = await _batches_with_goals(url, run.job["id"])
+    say(
+        f"{label}: {summary['seconds']:.2f} s (wall {summary['wall_seconds']:.2f} s, "
+        f"CPU {summary['profile']['backend_cpu_seconds']:.2f} s in PostgreSQL, "
+        f"{summary['service_cpu_seconds']:.2f} s in the service, other load "
+        f"{summary['background_cores']} cores), "
+        f"poll p99 {summary['poll_p99_ms']} ms, peak RSS {summary['rss_peak_mb']} MB"
+    )
+    return summary
+
+
+async def measure(options: Options, work: Path) -> dict:
+    """Every measurement, on identical copies of one database; the results as a dict."""
+    cluster = Cluster()
+    started = time.perf_counter()
+    facts = await cluster.build_template(sessions=options.sessions, seed=options.seed)
+    say(
+        f"template: {facts.sessions:,} sessions, {facts.items:,} items, {facts.database_mb} MB "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+
+    # The repeats interleave the ceiling, the floor and the engine, so that load from others
+    # on the machine falls on all of them alike rather than on whichever ran during it.
+    ceilings, ceiling_io, floors, reals, drys = [], [], [], [], []
+    for i in range(options.repeats):
+        async with cluster.clone("ceiling") as url:
+            await settle(options)
+            ceilings.append(await ceiling.run(url))
+            ceiling_io.append(await buffers.read(url))
+            if i == 0:
+                await ceiling.export_rows(url, work / "ceiling.copy")
+        say(
+            f"ceiling: {ceilings[-1].seconds:.2f} s ({ceilings[-1].cpu_seconds:.2f} CPU s, "
+            f"other load {ceilings[-1].background_cores} cores), "
+            f"{ceilings[-1].goals_created:,} goals"
+        )
+        expected = ceilings[0].goals_created
+        if ceilings[-1].goals_created != expected:
+            raise ceiling.RowSetMismatch("the ceiling created a different number of goals")
+        async with cluster.clone("floor") as url:
+            await settle(options)
+            floors.append(await floor.run(url, sessions=options.floor_sessions))
+        say(f"floor: {floors[-1].items:,} items in {floors[-1].seconds:.2f} s")
+        for runs, dry_run in ((reals, False), (drys, True)):
+            runs.append(
+                await engine_run(
+                    cluster,
+                    work,
+                    options,
+                    dry_run=dry_run,
+                    batch_size=DEFAULT_BATCH_SIZE,
+                    expected=expected,
+                )
+            )
+    best = min(range(len(ceilings)), key=lambda i: ceilings[i].seconds)
+    best_ceiling = ceilings[best]
+    naive = min(floors, key=lambda f: f.seconds)
+    real = min(reals, key=lambda r: r["seconds"])
+    dry = min(drys, key=lambda r: r["seconds"])
+    real_times = [r["seconds"] for r in reals]
+    dry_times = [r["seconds"] for r in drys]
+    sweep = [
+        real
+        if size == DEFAULT_BATCH_SIZE
+        else await engine_run(
+            cluster, work, options, dry_run=False, batch_size=size, expected=expected
+        )
+        for size in options.batch_sizes
+    ]
+
+    async with cluster.clone("explain") as url:
+        await settle(options)
+        plans = await explain.engine_batches(url, batch_size=DEFAULT_BATCH_SIZE)
+        plans.append(await explain.ceiling(url))
+        await explain.reopen_batch(url, batch_size=DEFAULT_BATCH_SIZE)
+        plans += await explain.engine_batches(
+            url,
+            batch_size=DEFAULT_BATCH_SIZE,
+            variants=explain.LATE_VARIANTS,
+            context="late in a run: all other goals migrated",
+        )
+    say("explain: " + ", ".join(f"{p.label} {p.execution_ms:.1f} ms" for p in plans))
+
+    partitions = Settings.model_fields["job_partitions"].default
+    estimated = -(-facts.candidate_sessions // DEFAULT_BATCH_SIZE)
+    statement_seconds = estimated * plans[0].execution_ms / 1000
+    items_per_second = facts.items / real["seconds"]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": options.seed,
+        "repeats": options.repeats,
+        "default_batch_size": DEFAULT_BATCH_SIZE,
+        "data": asdict(facts),
+        "ceiling": {
+            "seconds": round(best_ceiling.seconds, 3),
+            "goals_created": expected,
+            "cpu_seconds": round(best_ceiling.cpu_seconds, 2),
+            "buffers": ceiling_io[best],
+            "runs": [round(c.seconds, 3) for c in ceilings],
+            "background_cores": [c.background_cores for c in ceilings],
+        },
+        "floor": {
+            **asdict(naive),
+            "seconds": round(naive.seconds, 3),
+            "runs": [round(f.seconds, 3) for f in floors],
+        },
+        "real": real,
+        "real_runs": real_times,
+        "real_background_cores": [r["background_cores"] for r in reals],
+        "dry": dry,
+        "dry_runs": dry_times,
+        "sweep": sweep,
+        "explain": [p.as_dict() for p in plans],
+        "batches": {
+            "with_goals": real["batches_with_goals"],
+            "estimated": estimated,
+            "statement_seconds": round(statement_seconds, 2),
+            "statement_share": round(statement_seconds / (real["seconds"] * partitions), 3),
+        },
+        "checks": {
+            "row_sets": (
+                f"every real run's {expected:,} goals equal the ceiling's (EXCEPT ALL both ways "
+                "on patient, session, description, category, created_at); every dry run "
+                f"reported {expected:,} goals to create and previewed only ceiling rows."
+            )
+        },
+        "ratios": {
+            "real_vs_ceiling_throughput": round(best_ceiling.seconds / real["seconds"], 3),
+            "real_vs_ceiling_throughput_median": round(
+                statistics.median(c.seconds for c in ceilings) / statistics.median(real_times), 3
+            ),
+            "real_vs_floor_throughput": round(items_per_second / (naive.items / naive.seconds), 1),
+            "dry_vs_ceiling_time": round(dry["seconds"] / best_ceiling.seconds, 3),
+            "dry_vs_real_time": round(dry["seconds"] / real["seconds"], 3),
+            "real_vs_ceiling_database_cpu": round(
+                real["profile"]["backend_cpu_seconds"] / best_ceiling.cpu_seconds, 3
+            ),
+            "poll_p99_ms": max(real["poll_p99_ms"] or 0, dry["poll_p99_ms"] or 0),
+            "rss_peak_mb": max(real["rss_peak_mb"], dry["rss_peak_mb"]),
+        },
+    }
+
+
+def main() -> int:
+    options = Options.from_env()
+    started = time.perf_counter()
+    about = machine()
+    say(f"{options}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="gm-bench-work-") as work:
+            result = asyncio.run(measure(options, Path(work)))
+    except (ceiling.RowSetMismatch, api.JobFailed, ServerFailed) as exc:
+        print(f"\nBENCH FAILED: {exc}", file=sys.stderr)
+        return 1
+    about["load_after"] = round(os.getloadavg()[0], 2)
+    result["machine"] = about
+    result["bench_seconds"] = round(time.perf_counter() - started, 1)
+    page = report.write(report.save(result))
+    print()
+    for key, label, bar, higher in report.BARS:
+        value = result["ratios"][key]
+        print(f"  {label:<48} {value:>9.2f}   bar {'>=' if higher else '<='} {bar:g}")
+    print(f"  {'dry run time / real run time':<48} {result['ratios']['dry_vs_real_time']:>9.2f}")
+    grown = report.growth(report.load())
+    if grown:
+        print(f"  {'real run time 1M / 200k':<48} {grown['real_time_ratio']:>9.2f}   bar <= 5.5")
+        print(f"  {'peak RSS 1M / 200k':<48} {grown['rss_ratio']:>9.2f}   bar <= 1.1")
+    print(f"\nwrote {page.relative_to(report.ROOT)} and {report.RESULTS.relative_to(report.ROOT)}")
+    return 0

@@ -315,3 +315,14 @@ async def test_patients_on_partition_edges(db, settings, batch_size):
     job = await helpers.run(db, settings, batch_size=batch_size)
     assert helpers.stats(job) == expected.stats and expected.stats["goals_created"] == 8
     assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+
+
+async def test_migrated_goals_get_time_ordered_ids(db, settings):
+    sessions = [_session(p, d, [{"task": f"T{d}"}]) for p in PATIENTS for d in range(3)]
+    await helpers.load(db, users=USERS, sessions=sessions)
+    await helpers.run(db, settings, batch_size=1)
+    async with db.connect() as conn:
+        ids = (await conn.execute(text("SELECT id FROM treatment_goals"))).scalars().all()
+    assert len(ids) == 12 and {i.version for i in ids} == {7}
+    millis = [i.int >> 80 for i in ids]
+    assert max(millis) - min(millis) < 60_000  # the time of insertion, not random bits

@@ -15,10 +15,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
-from app import demo, embedded
+from app import db, demo, embedded
 from app.models.therapy_session import CANDIDATE_PREDICATE
 
-BACKEND = Path(__file__).resolve().parent.parent / "backend"
 TEMPLATE = "bench_template"
 
 # What a migration has to go through, counted the way the engine counts (a non-array
@@ -113,8 +112,4 @@ class Cluster:
 
 
 def _alembic_config(url: str) -> Config:
-    config = Config(str(BACKEND / "alembic.ini"))
-    config.set_main_option("script_location", str(BACKEND / "migrations"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logging"] = False
-    return config
+    return db.alembic_config(url, configure_logging=False)

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+from app import db as db_module
 from app import embedded
 from app.config import load_settings
 from app.db import create_engine
@@ -41,11 +42,7 @@ def _admin(server_url: str, sql: str) -> None:
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(str(BACKEND / "alembic.ini"))
-    cfg.set_main_option("script_location", str(BACKEND / "migrations"))
-    cfg.attributes["database_url"] = url
-    cfg.attributes["configure_logging"] = False
-    return cfg
+    return db_module.alembic_config(url, configure_logging=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """Engine and sessionmaker factories; the app builds them in its lifespan, scripts on start."""
 
+from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.config import Settings
+from app.config import BACKEND_DIR, Settings
 
 
 def create_engine(settings: Settings, **kwargs) -> AsyncEngine:
@@ -26,3 +27,13 @@ def create_engine(settings: Settings, **kwargs) -> AsyncEngine:
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     """Sessions that keep attributes after commit, so responses can be built from them."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(database_url: str | None = None, *, configure_logging: bool = True) -> Config:
+    """Alembic's config for this project, from any working directory, on `database_url`."""
+    config = Config(str(BACKEND_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(BACKEND_DIR / "migrations"))
+    if database_url:
+        config.attributes["database_url"] = database_url
+    config.attributes["configure_logging"] = configure_logging
+    return config

@@ -16,11 +16,11 @@ from pathlib import Path
 import asyncpg
 import uvicorn
 from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from app import demo, embedded, security
 from app.config import BACKEND_DIR, ENV_FILE, ConfigError, load_settings
+from app.db import alembic_config
 
 DATA_DIR = BACKEND_DIR.parent / ".data" / "postgres"
 HOST, PORT = "127.0.0.1", 8000
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
 
-    config = Config(str(BACKEND_DIR / "alembic.ini"))
-    config.set_main_option("script_location", str(BACKEND_DIR / "migrations"))
-    config.attributes["database_url"] = settings.database_url
-    command.upgrade(config, "head")
+    command.upgrade(alembic_config(settings.database_url), "head")
 
     dsn = demo.asyncpg_dsn(settings.database_url)
     counts = asyncio.run(demo.write(dsn, sessions=args.demo_sessions, if_empty=True))

@@ -8,14 +8,14 @@ import asyncio
 import logging
 import sys
 
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.config import BACKEND_DIR, ConfigError, Settings, load_settings
+from app.config import ConfigError, Settings, load_settings
+from app.db import alembic_config
 from app.models import Base
 
 EXIT_OK = 0
@@ -111,9 +111,7 @@ async def connect(db: AsyncEngine, settings: Settings) -> AsyncConnection:
 
 
 def _alembic_heads() -> set[str]:
-    config = Config(str(BACKEND_DIR / "alembic.ini"))
-    config.set_main_option("script_location", str(BACKEND_DIR / "migrations"))
-    return set(ScriptDirectory.from_config(config).get_heads())
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 async def check_schema(conn: AsyncConnection) -> None:

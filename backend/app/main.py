@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
 from app.jobs import store
-from app.jobs.runner import JobRunner
+from app.jobs.runner import JobRunner, recover_stale
 from app.routers import migrations
 
 log = logging.getLogger("app")
@@ -49,11 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner = JobRunner(engine, settings)
         try:
             async with engine.begin() as conn:
-                stale = await store.mark_stale_interrupted(
-                    conn, stale_after_seconds=settings.stale_after_seconds
-                )
-            for job_id in stale:
-                log.warning("job %s had no heartbeat: marked interrupted", job_id)
+                await recover_stale(conn, settings)
         except (OSError, DBAPIError) as exc:
             log.error("database not reachable at start-up: %s", type(exc).__name__)
         yield

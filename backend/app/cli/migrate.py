@@ -186,16 +186,9 @@ class Command:
     async def start(self, db: AsyncEngine, settings: Settings) -> tuple[dict, uuid.UUID]:
         """Create (or re-queue) the job; return its row and this run's token."""
         args = self.args
-        async with db.begin() as conn:
-            stale = await store.mark_stale_interrupted(
-                conn, stale_after_seconds=settings.stale_after_seconds
-            )
-        for job_id in stale:
-            print(f"note: job {job_id} had no heartbeat; marked interrupted", file=sys.stderr)
         try:
             if args.resume:
-                async with db.begin() as conn:
-                    token = await store.resume(conn, job_id=args.resume, actor=ACTOR)
+                token = await runner.resume_job(db, settings, job_id=args.resume, actor=ACTOR)
                 job_id = args.resume
             elif args.rollback:
                 job_id, token = await runner.create_job(

@@ -294,9 +294,35 @@ async def create_job(
     """
     params.setdefault("partition_count", settings.job_partitions)
     async with db.begin() as conn:
+        await recover_stale(conn, settings)
         if params.get("kind") == "rollback":
             await store.check_rollback_target(conn, job_id=params["target_job_id"])
         return await store.create_job(conn, **params)
+
+
+async def resume_job(
+    db: AsyncEngine, settings: Settings, *, job_id: uuid.UUID, actor: str
+) -> uuid.UUID:
+    """Queue a stopped job again in its own transaction; return the new run token.
+
+    Raises store.ActiveJobExists, store.JobNotFound or store.JobStateError.
+    """
+    async with db.begin() as conn:
+        await recover_stale(conn, settings)
+        return await store.resume(conn, job_id=job_id, actor=actor)
+
+
+async def recover_stale(conn: AsyncConnection, settings: Settings) -> list[uuid.UUID]:
+    """Mark jobs whose process is gone as interrupted, so they neither block nor mislead.
+
+    Runs before every start and resume, so a dead job never holds the one-active-job guard.
+    """
+    stale = await store.mark_stale_interrupted(
+        conn, stale_after_seconds=settings.stale_after_seconds
+    )
+    for job_id in stale:
+        log.warning("job %s had no heartbeat: marked interrupted", job_id)
+    return stale
 
 
 class JobRunner:
@@ -319,8 +345,7 @@ class JobRunner:
 
     async def resume(self, *, job_id: uuid.UUID, actor: str) -> None:
         """Queue a stopped job again and continue it in the background."""
-        async with self.db.begin() as conn:
-            token = await store.resume(conn, job_id=job_id, actor=actor)
+        token = await resume_job(self.db, self.settings, job_id=job_id, actor=actor)
         self._launch(job_id, token)
 
     def _launch(self, job_id: uuid.UUID, token: uuid.UUID) -> None:

@@ -10,6 +10,7 @@ from app import schemas
 from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, require_admin
 from app.jobs import engine, store
 from app.jobs import verify as verify_numbers
+from app.jobs.runner import recover_stale
 
 router = APIRouter(
     prefix="/admin/migrations/goals",
@@ -41,7 +42,7 @@ async def job_state_conflict(request: Request, exc: store.JobStateError) -> JSON
 
 async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
     async with conn.begin():
-        await store.mark_stale_interrupted(conn, stale_after_seconds=settings.stale_after_seconds)
+        await recover_stale(conn, settings)
         row = await store.get_job(conn, job_id=job_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
@@ -90,7 +91,7 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ):
     async with conn.begin():
-        await store.mark_stale_interrupted(conn, stale_after_seconds=settings.stale_after_seconds)
+        await recover_stale(conn, settings)
         rows = await store.list_jobs(conn, limit=limit, offset=offset)
     return schemas.JobList(items=[schemas.Job.from_row(r) for r in rows])
 

@@ -1,6 +1,8 @@
-"""Settings, read from the environment and ``backend/.env`` once, through ``get_settings()``."""
+"""Settings, read from the environment and ``backend/.env`` by ``load_settings()``.
 
-from functools import lru_cache
+The app reads them once, when create_app() runs, and hands them on through app.state.
+"""
+
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -90,9 +92,3 @@ def load_settings(*, require_database: bool = True, **overrides) -> Settings:
             "(e.g. DATABASE_URL=postgresql://user:password@localhost:5432/dbname)"
         )
     return settings
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The process-wide settings, read on first use."""
-    return load_settings()

@@ -1,7 +1,7 @@
-"""Engine and sessionmaker factories; the app builds them in its lifespan, scripts on start."""
+"""The engine factory and Alembic's config; built in the lifespan or a script's start."""
 
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import BACKEND_DIR, Settings
 
@@ -22,11 +22,6 @@ def create_engine(settings: Settings, **kwargs) -> AsyncEngine:
     return create_async_engine(
         settings.database_url, connect_args=connect_args, pool_pre_ping=True, **kwargs
     )
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
-    """Sessions that keep attributes after commit, so responses can be built from them."""
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def alembic_config(database_url: str | None = None, *, configure_logging: bool = True) -> Config:

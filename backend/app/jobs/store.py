@@ -517,7 +517,3 @@ async def list_audit(conn: AsyncConnection, *, job_id: uuid.UUID) -> list[dict]:
         {"job_id": job_id},
     )
     return [dict(r) for r in rows.mappings()]
-
-
-def is_active(status: str) -> bool:
-    return status in ACTIVE_STATUSES

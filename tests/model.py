@@ -92,7 +92,10 @@ def migrate(sessions, existing, fail_sessions=frozenset()) -> Outcome:
                         )
                     )
         if new and s["id"] in fail_sessions:
+            # A failed session still counts as processed and, with a non-empty array, as a
+            # session with action items; its items count in no goal statistic.
             out.stats["sessions_processed"] += 1
+            out.stats["sessions_with_action_items"] += stats["sessions_with_action_items"]
             out.stats["errors"] += 1
             out.errors.append(s["id"])
             continue

@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     job_partitions: int = 2
     heartbeat_seconds: float = 2.0
     stale_after_seconds: float = 30.0
+    # A batch that meets a transient database error (lock or statement timeout, deadlock,
+    # serialization failure, lost connection, restart) is retried this many times, waiting
+    # retry_backoff_seconds, doubling up to retry_backoff_max_seconds (about 45 s in all).
+    retry_attempts: int = 8
+    retry_backoff_seconds: float = 0.5
+    retry_backoff_max_seconds: float = 10.0
+
+    @property
+    def idle_in_transaction_seconds(self) -> float:
+        """How long PostgreSQL lets our transactions sit idle before ending them.
+
+        A process frozen mid-batch (SIGSTOP, a paused VM) keeps its transaction and locks open;
+        this ends them soon after the job is seen as stale, so the frozen batch rolls back and
+        nobody waits on its locks for long.
+        """
+        return max(1.0, self.stale_after_seconds / 2)
 
     @field_validator("database_url")
     @classmethod

@@ -15,9 +15,13 @@ def create_engine(settings: Settings, **kwargs) -> AsyncEngine:
     would also force re-planning of the foreign-key checks PostgreSQL runs for every inserted
     goal, which tripled a real run's time (docs/ENGINE.md).
     """
+    idle_ms = int(settings.idle_in_transaction_seconds * 1000)
     connect_args = {
         "prepared_statement_cache_size": 0,
-        "server_settings": {"application_name": "goal-migration"},
+        "server_settings": {
+            "application_name": "goal-migration",
+            "idle_in_transaction_session_timeout": str(idle_ms),
+        },
     }
     return create_async_engine(
         settings.database_url, connect_args=connect_args, pool_pre_ping=True, **kwargs

@@ -142,9 +142,16 @@ class Verification(BaseModel):
     total_action_items: int = Field(description="Items in JSONB; a non-array counts as one")
     goals_total: int
     goals_from_migrations: int
-    last_real_run_id: uuid.UUID | None
+    last_real_run_id: uuid.UUID | None = Field(
+        description="The run judged: the newest succeeded real migration never rolled back"
+    )
     last_real_run_accounted: int | None = Field(
-        description="created + duplicate + invalid of the last successful real run"
+        description="created + duplicate + invalid + items in failed sessions of that run"
+    )
+    last_real_run_items_in_failed_sessions: int | None
+    last_real_run_goals_missing: int | None = Field(
+        description="Goals that run created which are no longer in treatment_goals"
     )
     all_items_accounted: bool
+    summary: str = Field(description="The verdict in one or more plain sentences")
     checked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -23,7 +23,7 @@ from app.cli import common, output
 from app.cli.common import CliError
 from app.config import Settings
 from app.db import create_engine
-from app.jobs import runner, store
+from app.jobs import errors, runner, store
 from app.jobs import verify as verify_numbers
 
 DEFAULT_BATCH_SIZE = 1000
@@ -165,7 +165,7 @@ class Command:
 
     def _lost(self, exc: BaseException) -> CliError:
         """The database went away after the preflight: say so, and how to go on."""
-        message = runner.describe_failure(exc)
+        message = errors.describe(exc)
         if self.job_id is not None:
             message += (
                 f"\njob {self.job_id} shows as interrupted once its heartbeat is stale; then: "
@@ -321,17 +321,8 @@ class Command:
 
     async def _abandon(self, db: AsyncEngine, job_id: uuid.UUID, token: uuid.UUID) -> str | None:
         """After a second Ctrl-C the batch in flight rolled back; record the job interrupted."""
-        try:
-            async with db.begin() as conn:
-                recorded = await store.finish(
-                    conn,
-                    job_id=job_id,
-                    token=token,
-                    status="interrupted",
-                    error="stopped mid-batch by a second Ctrl-C; that batch was rolled back",
-                )
-        except (SQLAlchemyError, OSError):
-            return None  # the stale heartbeat will mark it interrupted
+        error = "stopped mid-batch by a second Ctrl-C; that batch was rolled back"
+        recorded = await runner.abandon(db, job_id=job_id, token=token, error=error)
         return "interrupted" if recorded else None
 
     async def verify(self, db: AsyncEngine) -> int:

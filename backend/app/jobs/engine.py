@@ -12,7 +12,6 @@ in one transaction with a savepoint per session, in processing order, so only th
 fail are rolled back: the observable result is that of one transaction per session.
 """
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.jobs import errors
 from app.models.therapy_session import CANDIDATE_PREDICATE
 
 # ASCII whitespace only: space, tab, LF, CR, FF, VT. U+00A0 and zero-width characters stay.
@@ -40,26 +40,32 @@ STAT_NAMES = (
     "goals_skipped_invalid",
     "errors",
 )
+# Kept beside them so verification can reconcile every item: items = created + duplicate +
+# invalid + the items of sessions that failed and were rolled back.
+COUNTER_NAMES = (*STAT_NAMES, "items_in_failed_sessions")
 
-_BATCH_SQL = f"""
-WITH batch AS (
+# The batch statement is a chain of CTEs, one per step of the rules; batch_sql() picks the
+# variants (real or dry, a patient range or one session of it, with or without a report).
+_S = CANDIDATE_PREDICATE.replace("extracted_notes", "s.extracted_notes")
+_BATCH = f"""batch AS (
     SELECT s.id AS session_id, s.patient_id, s.therapist_id, s.session_date,
            s.extracted_notes -> 'action_items' AS action_items
     FROM therapy_sessions AS s
-    WHERE {CANDIDATE_PREDICATE.replace("extracted_notes", "s.extracted_notes")}
-      AND s.patient_id BETWEEN :lo AND :hi
-      {{session_filter}}
-),
-elements AS (
+    WHERE {_S}
+      AND s.patient_id BETWEEN :lo AND :hi"""
+_ONE_SESSION = "\n      AND s.id = :session_id"
+
+_ELEMENTS = """elements AS (
     SELECT b.session_id, b.patient_id, b.therapist_id, b.session_date,
            (e.ordinality - 1)::int AS item_index, e.value AS item
     FROM batch AS b
     CROSS JOIN LATERAL jsonb_array_elements(
         CASE WHEN jsonb_typeof(b.action_items) = 'array' THEN b.action_items END
     ) WITH ORDINALITY AS e
-),
--- Every item with its verdict; a non-array action_items is one invalid item without index.
-items AS (
+)"""
+
+# Every item with its verdict; a non-array action_items is one invalid item without index.
+_ITEMS = f"""items AS (
     SELECT el.session_id, el.patient_id, el.therapist_id, el.session_date, el.item_index,
            CASE
                WHEN jsonb_typeof(el.item) <> 'object' THEN 'item is not an object'
@@ -81,24 +87,27 @@ items AS (
            'action_items is not an array', NULL, NULL, NULL
     FROM batch AS b
     WHERE jsonb_typeof(b.action_items) <> 'array'
-),
-goals AS (
+)"""
+
+_GOALS = """goals AS (
     SELECT i.session_id, i.patient_id, i.therapist_id, i.session_date, i.item_index, i.category,
            CASE WHEN i.details <> '' THEN i.task || ' - ' || i.details ELSE i.task END
                AS description
     FROM items AS i
     WHERE i.reason IS NULL
-),
--- The first occurrence of each (patient, description) in processing order is the one that
--- may create a goal; every later one is a duplicate.
-firsts AS (
+)"""
+
+# The first occurrence of each (patient, description) in processing order is the one that
+# may create a goal; every later one is a duplicate.
+_FIRSTS = """firsts AS (
     SELECT DISTINCT ON (g.patient_id, g.description) g.*
     FROM goals AS g
     ORDER BY g.patient_id, g.description, g.session_date, g.session_id, g.item_index
-),
--- The range predicate on t.patient_id keeps any plan (nested loop or hash anti-join) on this
--- batch's patients instead of re-reading the whole, growing goals table every batch.
-new_goals AS (
+)"""
+
+# The range predicate on t.patient_id keeps any plan (nested loop or hash anti-join) on this
+# batch's patients instead of re-reading the whole, growing goals table every batch.
+_NEW_GOALS = """new_goals AS (
     SELECT f.*
     FROM firsts AS f
     WHERE NOT EXISTS (
@@ -109,29 +118,7 @@ new_goals AS (
           AND md5(t.description) = md5(f.description)
           AND t.description = f.description
     )
-),
-created AS (
-    {{create}}
-),
-findings AS (
-    INSERT INTO migration_findings (job_id, session_id, item_index, kind, reason)
-    SELECT :job_id, i.session_id, i.item_index, 'invalid', i.reason
-    FROM items AS i
-    WHERE i.reason IS NOT NULL
-    ORDER BY i.patient_id, i.session_date, i.session_id, i.item_index
-    LIMIT :findings_room
-    RETURNING 1
-){{report_cte}}
-SELECT
-    (SELECT count(*) FROM batch) AS sessions_processed,
-    (SELECT count(*) FROM batch
-     WHERE jsonb_typeof(action_items) = 'array' AND action_items <> '[]'::jsonb)
-        AS sessions_with_action_items,
-    (SELECT count(*) FROM created) AS goals_created,
-    (SELECT count(*) FROM goals) - (SELECT count(*) FROM created) AS goals_skipped_duplicate,
-    (SELECT count(*) FROM items WHERE reason IS NOT NULL) AS goals_skipped_invalid,
-    (SELECT count(*) FROM findings) AS findings_stored{{report_column}}
-"""
+)"""
 
 # Goal ids are UUIDv7 (RFC 9562: 48 bits of milliseconds, then random bits), built inline so it
 # works before PostgreSQL 18's uuidv7(). Time-ordered ids land at the right edge of the primary
@@ -142,16 +129,19 @@ UUID7 = """encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
                           FROM 3)
         FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid"""
 
-_CREATE_REAL = f"""INSERT INTO treatment_goals (id, patient_id, therapist_id, session_id,
+_CREATE_REAL = f"""created AS (
+    INSERT INTO treatment_goals (id, patient_id, therapist_id, session_id,
                                  description, category, status, created_at, updated_at,
                                  source_job_id)
     SELECT {UUID7}, patient_id, therapist_id, session_id, description, category, 'assigned',
            session_date, now(), :job_id
     FROM new_goals
-    RETURNING 1"""
+    RETURNING 1
+)"""
 
 # A dry run writes nothing to treatment_goals; it keeps the first goals it would create.
-_CREATE_DRY = """SELECT 1 FROM new_goals
+_CREATE_DRY = """created AS (
+    SELECT 1 FROM new_goals
 ),
 previewed AS (
     INSERT INTO migration_previews (job_id, session_id, item_index, patient_id, description,
@@ -160,12 +150,22 @@ previewed AS (
     FROM new_goals
     ORDER BY patient_id, session_date, session_id, item_index
     LIMIT :preview_room
-    RETURNING 1"""
+    RETURNING 1
+)"""
+
+_FINDINGS = """findings AS (
+    INSERT INTO migration_findings (job_id, session_id, item_index, kind, reason)
+    SELECT :job_id, i.session_id, i.item_index, 'invalid', i.reason
+    FROM items AS i
+    WHERE i.reason IS NOT NULL
+    ORDER BY i.patient_id, i.session_date, i.session_id, i.item_index
+    LIMIT :findings_room
+    RETURNING 1
+)"""
 
 # Verbose runs (the CLI's --verbose) also get every session and item outcome, for the
 # operator's own terminal; never logged.
-_REPORT_CTE = """,
-report AS (
+_REPORT = """report AS (
     SELECT b.session_id, b.patient_id, b.session_date,
            CASE WHEN jsonb_typeof(b.action_items) = 'array'
                 THEN jsonb_array_length(b.action_items) ELSE 1 END AS item_count,
@@ -179,6 +179,16 @@ report AS (
     LEFT JOIN goals AS g ON g.session_id = i.session_id AND g.item_index = i.item_index
     LEFT JOIN new_goals AS n ON n.session_id = i.session_id AND n.item_index = i.item_index
 )"""
+
+_COUNTS = """
+    (SELECT count(*) FROM batch) AS sessions_processed,
+    (SELECT count(*) FROM batch
+     WHERE jsonb_typeof(action_items) = 'array' AND action_items <> '[]'::jsonb)
+        AS sessions_with_action_items,
+    (SELECT count(*) FROM created) AS goals_created,
+    (SELECT count(*) FROM goals) - (SELECT count(*) FROM created) AS goals_skipped_duplicate,
+    (SELECT count(*) FROM items WHERE reason IS NOT NULL) AS goals_skipped_invalid,
+    (SELECT count(*) FROM findings) AS findings_stored"""
 _REPORT_COLUMN = """,
     (SELECT json_agg(r ORDER BY r.session_date, r.session_id, r.item_index NULLS FIRST)
      FROM report AS r) AS report"""
@@ -196,8 +206,14 @@ ORDER BY patient_id DESC
 LIMIT 1
 """
 
+# The sessions of a batch in processing order, with what a failed one still counts for.
 _BATCH_SESSIONS_SQL = f"""
-SELECT id FROM therapy_sessions
+SELECT id,
+       jsonb_typeof(extracted_notes -> 'action_items') = 'array'
+           AND extracted_notes -> 'action_items' <> '[]'::jsonb AS has_items,
+       CASE WHEN jsonb_typeof(extracted_notes -> 'action_items') = 'array'
+            THEN jsonb_array_length(extracted_notes -> 'action_items') ELSE 1 END AS item_count
+FROM therapy_sessions
 WHERE {CANDIDATE_PREDICATE} AND patient_id BETWEEN :lo AND :hi
 ORDER BY patient_id, session_date, id
 """
@@ -207,89 +223,48 @@ COUNT_CANDIDATES_SQL = f"SELECT count(*) FROM therapy_sessions WHERE {CANDIDATE_
 
 def batch_sql(*, dry_run: bool, one_session: bool = False, report: bool = False) -> str:
     """The batch statement for a real or dry run, over a patient range or one session of it."""
-    return _BATCH_SQL.format(
-        session_filter="AND s.id = :session_id" if one_session else "",
-        create=_CREATE_DRY if dry_run else _CREATE_REAL,
-        report_cte=_REPORT_CTE if report else "",
-        report_column=_REPORT_COLUMN if report else "",
-    )
+    ctes = [
+        _BATCH + (_ONE_SESSION if one_session else "") + "\n)",
+        _ELEMENTS,
+        _ITEMS,
+        _GOALS,
+        _FIRSTS,
+        _NEW_GOALS,
+        _CREATE_DRY if dry_run else _CREATE_REAL,
+        _FINDINGS,
+    ]
+    columns = _COUNTS
+    if report:
+        ctes.append(_REPORT)
+        columns += _REPORT_COLUMN
+    return "WITH " + ",\n".join(ctes) + "\nSELECT" + columns + "\n"
 
 
 @dataclass
 class BatchResult:
     """What one batch did: statistic deltas, findings kept, and (verbose) item outcomes."""
 
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_NAMES, 0))
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_NAMES, 0))
     findings_stored: int = 0
     preview_stored: int = 0
     failed_sessions: list[uuid.UUID] = field(default_factory=list)
     report: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, row: Any) -> None:
-        for name in STAT_NAMES[:-1]:
-            self.stats[name] += getattr(row, name)
+        for name in STAT_NAMES:
+            if name != "errors":
+                self.stats[name] += getattr(row, name)
         self.findings_stored += row.findings_stored
         if getattr(row, "report", None):
             self.report.extend(row.report)
 
-
-@dataclass(frozen=True)
-class DatabaseErrorInfo:
-    """A database error reduced to what is safe to keep: no DETAIL, no row values."""
-
-    sqlstate: str | None
-    error_class: str
-    constraint: str | None = None
-    table: str | None = None
-    routine: str | None = None
-
-    def __str__(self) -> str:
-        parts = [f"{self.error_class} (SQLSTATE {self.sqlstate or 'unknown'})"]
-        if self.constraint:
-            parts.append(f'constraint "{self.constraint}"')
-        if self.table:
-            parts.append(f'table "{self.table}"')
-        if self.routine:
-            parts.append(f"raised in {self.routine}")
-        return ", ".join(parts)
-
-
-# SQLSTATE classes that mean the job cannot go on (connection, schema, resources, server),
-# as opposed to one session's data or locks being at fault.
-_JOB_LEVEL_CLASSES = ("08", "28", "3D", "42", "53", "57P", "58", "XX")
-
-
-def error_info(exc: BaseException) -> DatabaseErrorInfo:
-    """Describe a driver error by its SQLSTATE, class and object names only."""
-    orig = getattr(exc, "orig", exc)
-    pg = getattr(orig, "__cause__", None) or orig
-    sqlstate = getattr(pg, "sqlstate", None) or getattr(orig, "sqlstate", None)
-    routine = None
-    context = getattr(pg, "context", None) or ""
-    if "function " in context:
-        routine = context.split("function ", 1)[1].split("(", 1)[0].strip() + "()"
-    return DatabaseErrorInfo(
-        sqlstate=sqlstate,
-        error_class=type(pg).__name__,
-        constraint=getattr(pg, "constraint_name", None),
-        table=getattr(pg, "table_name", None),
-        routine=routine,
-    )
-
-
-def missing_relation(exc: BaseException) -> str | None:
-    """The table named by an undefined-table error (a schema name, never data)."""
-    pg = getattr(getattr(exc, "orig", exc), "__cause__", None)
-    match = re.search(r'relation "([^"]+)"', str(getattr(pg, "message", "") or ""))
-    return match.group(1) if match else None
-
-
-def is_session_level(exc: BaseException) -> bool:
-    """True when a failed statement is the data's fault, so replaying per session can help."""
-    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
-        return False
-    sqlstate = error_info(exc).sqlstate
-    return bool(sqlstate) and not sqlstate.startswith(_JOB_LEVEL_CLASSES)
+    def add_failed(self, session: Any) -> None:
+        """A session that failed and was rolled back: it counts, its items create nothing."""
+        self.stats["sessions_processed"] += 1
+        self.stats["sessions_with_action_items"] += int(session.has_items)
+        self.stats["errors"] += 1
+        self.stats["items_in_failed_sessions"] += session.item_count
+        self.failed_sessions.append(session.id)
 
 
 async def next_bound(
@@ -320,7 +295,8 @@ async def run_batch(
 ) -> BatchResult:
     """Migrate patients lo..hi inside the caller's transaction; replay per session on failure.
 
-    The caller owns the transaction and commits it together with the job's progress.
+    The caller owns the transaction and commits it together with the job's progress. Errors
+    that are not one session's data (errors.classify) propagate: the caller retries or fails.
     """
     params = {
         "job_id": job_id,
@@ -337,7 +313,7 @@ async def run_batch(
             ).one()
     except DBAPIError as exc:
         # A dry run inserts nothing, so a failure is never one session's data: let it end the job.
-        if dry_run or not is_session_level(exc):
+        if dry_run or errors.classify(exc) is not errors.Kind.SESSION:
             raise
         return await _replay(conn, params, report=report)
     result.add(row)
@@ -350,31 +326,28 @@ async def _replay(conn: AsyncConnection, params: dict[str, Any], *, report: bool
     """Run the batch again one session at a time, each under its own savepoint, in order."""
     result = BatchResult()
     sessions = (
-        (await conn.execute(text(_BATCH_SESSIONS_SQL), {"lo": params["lo"], "hi": params["hi"]}))
-        .scalars()
-        .all()
-    )
+        await conn.execute(text(_BATCH_SESSIONS_SQL), {"lo": params["lo"], "hi": params["hi"]})
+    ).all()
     statement = text(batch_sql(dry_run=False, one_session=True, report=report))
-    for session_id in sessions:
+    for session in sessions:
         room = params["findings_room"] - result.findings_stored
         try:
             async with conn.begin_nested():
                 row = (
                     await conn.execute(
-                        statement, {**params, "session_id": session_id, "findings_room": room}
+                        statement, {**params, "session_id": session.id, "findings_room": room}
                     )
                 ).one()
         except DBAPIError as exc:
-            if not is_session_level(exc):
+            if errors.classify(exc) is not errors.Kind.SESSION:
                 raise
-            result.stats["sessions_processed"] += 1
-            result.stats["errors"] += 1
-            result.failed_sessions.append(session_id)
+            result.add_failed(session)
             if room > 0:
-                await record_error(conn, job_id=params["job_id"], session_id=session_id, exc=exc)
+                await record_error(conn, job_id=params["job_id"], session_id=session.id, exc=exc)
                 result.findings_stored += 1
             if report:
-                result.report.append({"session_id": str(session_id), "error": str(error_info(exc))})
+                info = str(errors.error_info(exc))
+                result.report.append({"session_id": str(session.id), "error": info})
             continue
         result.add(row)
     return result
@@ -389,5 +362,5 @@ async def record_error(
             "INSERT INTO migration_findings (job_id, session_id, item_index, kind, reason) "
             "VALUES (:job_id, :session_id, NULL, 'error', :reason)"
         ),
-        {"job_id": job_id, "session_id": session_id, "reason": str(error_info(exc))},
+        {"job_id": job_id, "session_id": session_id, "reason": str(errors.error_info(exc))},
     )

@@ -1,27 +1,37 @@
-"""Running a job: its partitions side by side, a heartbeat, and a clean stop at batch boundaries.
+"""Running a job: its partitions side by side, a heartbeat, retries, and prompt clean stops.
 
 `run_job` is the one way any job runs, whether the API started it in the background of the
-serving process or the CLI in the foreground. Each partition worker loops: find the next batch,
-run it and save its counters and cursor in the same transaction, then check whether to stop.
-A stop (cancel, shutdown, Ctrl-C, too many errors, lost lease) always lands between batches,
-so what is committed and what the counters say never disagree.
+serving process or the CLI in the foreground:
+
+    claim ─▶ count the total ─▶ partitions side by side ─▶ verdict ─▶ record the end
+
+Each partition worker loops: find the next batch, run it and save its counters and cursor in
+the same transaction (the fence: see store.py), then check whether to stop. A transient database
+error (errors.py) retries the whole batch with backoff; a stop (cancel, shutdown, Ctrl-C, too
+many errors, lost lease) always lands between batches, so what is committed and what the
+counters say never disagree. A run that finds its lease revoked stops without touching the job:
+whoever revoked it owns the job now.
 """
 
 import asyncio
 import enum
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
-from app.jobs import engine, partitions, rollback, store
+from app.jobs import engine, errors, partitions, rollback, store
 
 log = logging.getLogger("app.jobs")
+
+# A log line names at most this many failed sessions; the job's issues list them all.
+LOGGED_FAILED_IDS = 5
 
 
 class Stop(enum.Enum):
@@ -29,6 +39,15 @@ class Stop(enum.Enum):
     SHUTDOWN = "interrupted"
     MAX_ERRORS = "failed"
     LEASE_LOST = "lost"
+
+
+class RetriesExhausted(Exception):
+    """A transient database error outlasted the retries; the job fails and can be resumed."""
+
+    def __init__(self, cause: BaseException, attempts: int):
+        super().__init__(errors.describe(cause))
+        self.cause = cause
+        self.attempts = attempts
 
 
 @dataclass
@@ -57,21 +76,6 @@ class _Run:
         self.stop.set()
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A job-level error in words an operator can act on, without any clinical text."""
-    if isinstance(exc, DBAPIError):
-        info = engine.error_info(exc)
-        if info.sqlstate == "42P01":
-            relation = engine.missing_relation(exc) or "treatment_goals"
-            return f"relation '{relation}' does not exist; run: alembic upgrade head"
-        if exc.connection_invalidated or info.sqlstate is None:
-            return f"database connection lost: {info.error_class}"
-        return f"database error: {info}"
-    if isinstance(exc, OSError):
-        return f"database unreachable: {exc.strerror or exc}"
-    return f"internal error: {type(exc).__name__}"
-
-
 async def run_job(
     db: AsyncEngine,
     settings: Settings,
@@ -85,9 +89,10 @@ async def run_job(
 ) -> str | None:
     """Run (or continue) a queued job to its end; return its final status.
 
-    Returns None when the job was not ours to run (already claimed or its token replaced).
-    Setting `stop` ends the run at the next batch boundary as interrupted. `on_start` gets the
-    claimed job, its sessions_total known, before the first batch; `on_batch` each batch.
+    Returns None when the job was not (or is no longer) ours: already claimed, or its lease
+    revoked while it ran. Setting `stop` ends the run at the next batch boundary as interrupted.
+    `on_start` gets the claimed job, its sessions_total known, before the first batch;
+    `on_batch` each committed batch.
     """
     async with db.begin() as conn:
         job = await store.claim(conn, job_id=job_id, token=token)
@@ -95,58 +100,19 @@ async def run_job(
         return None
     run = _Run(job=job, token=token, stop=asyncio.Event(), on_batch=on_batch, report=report)
     log.info("job %s started: kind=%s dry_run=%s", job_id, job["kind"], job["dry_run"])
-    outside_stop = asyncio.create_task(_relay(stop, run)) if stop else None
-    beat = asyncio.create_task(_heartbeat(db, settings, run))
-    failure: BaseException | None = None
+    helpers = [asyncio.create_task(_heartbeat(db, settings, run))]
+    if stop is not None:
+        helpers.append(asyncio.create_task(_relay(stop, run)))
     try:
-        if job["sessions_total"] is None:
-            async with db.begin() as conn:
-                total = await (
-                    engine.count_candidates(conn)
-                    if job["kind"] == "migrate"
-                    else rollback.count_goals(conn, target_job_id=job["target_job_id"])
-                )
-                await store.set_total(conn, job_id=job_id, total=total)
-            job["sessions_total"] = total
-        if on_start:
-            on_start(job)
-        async with db.connect() as conn:
-            parts = await store.load_partitions(conn, job_id=job_id)
-        results = await asyncio.gather(
-            *(_work(db, run, p) for p in parts if not p.done),
-            return_exceptions=True,
-        )
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-    except (SQLAlchemyError, OSError) as exc:
-        failure = exc
+        failures = await _execute(db, settings, run, on_start)
     finally:
-        beat.cancel()
-        if outside_stop:
-            outside_stop.cancel()
-
-    if isinstance(failure, store.LeaseLost) or run.reason is Stop.LEASE_LOST:
-        log.warning("job %s: lease lost, another run owns it now", job_id)
+        for task in helpers:
+            task.cancel()
+    if run.reason is Stop.LEASE_LOST or any(isinstance(f, store.LeaseLost) for f in failures):
+        log.warning("job %s: lease revoked, another run or process owns it now; stopped", job_id)
         return None
-    if failure is not None and not isinstance(failure, asyncio.CancelledError):
-        status, error = "failed", describe_failure(failure)
-        log.error("job %s failed: %s", job_id, error)
-    elif run.reason is None:
-        status, error = "succeeded", None
-    elif run.reason is Stop.MAX_ERRORS:
-        status = "failed"
-        error = (
-            f"more than max_errors={job['max_errors']} sessions failed in this run "
-            f"({run.errors_this_run}); see the job's issues, fix the cause, then resume"
-        )
-    else:
-        status, error = run.reason.value, None
-    try:
-        async with db.begin() as conn:
-            await store.finish(conn, job_id=job_id, token=token, status=status, error=error)
-            await store.trim_findings(conn, job_id=job_id, keep=engine.FINDINGS_CAP)
-    except (SQLAlchemyError, OSError) as exc:
-        # The heartbeat stops with us; another instance will mark the job interrupted.
-        log.error("job %s: could not record its end (%s)", job_id, describe_failure(exc))
+    status, error = _verdict(run, next(iter(failures), None))
+    if not await _record_end(db, settings, run, status, error):
         return None
     async with db.connect() as conn:
         final = await store.get_job(conn, job_id=job_id)
@@ -155,25 +121,168 @@ async def run_job(
     return status
 
 
+async def _execute(
+    db: AsyncEngine,
+    settings: Settings,
+    run: _Run,
+    on_start: Callable[[dict[str, Any]], None] | None,
+) -> list[BaseException]:
+    """Count the job's total once, then walk its unfinished partitions side by side."""
+    job = run.job
+    try:
+        if job["sessions_total"] is None:
+            job["sessions_total"] = await _retrying(settings, run, lambda: _count_total(db, job))
+        if on_start:
+            on_start(job)
+        async with db.connect() as conn:
+            parts = await store.load_partitions(conn, job_id=job["id"])
+        results = await asyncio.gather(
+            *(_work(db, settings, run, p) for p in parts if not p.done),
+            return_exceptions=True,
+        )
+    except (SQLAlchemyError, OSError, RetriesExhausted) as exc:
+        return [exc]
+    return [r for r in results if isinstance(r, BaseException) and not _is_cancel(r)] or [
+        r for r in results if isinstance(r, BaseException)
+    ]
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError)
+
+
+async def _count_total(db: AsyncEngine, job: dict[str, Any]) -> int:
+    async with db.begin() as conn:
+        total = await (
+            engine.count_candidates(conn)
+            if job["kind"] == "migrate"
+            else rollback.count_goals(conn, target_job_id=job["target_job_id"])
+        )
+        await store.set_total(conn, job_id=job["id"], total=total)
+    return total
+
+
+def _verdict(run: _Run, failure: BaseException | None) -> tuple[str, str | None]:
+    """The status and error a run ends with."""
+    job = run.job
+    if failure is not None and not _is_cancel(failure):
+        if isinstance(failure, RetriesExhausted):
+            error = (
+                f"{failure} (still failing after {failure.attempts} attempts); "
+                "nothing of the failing batch was kept: resume the job once the database is "
+                "available again"
+            )
+            log.error("job %s failed: %s", job["id"], error)
+        else:
+            error = errors.describe(failure)
+            # A database error says enough; anything else is a bug, and its traceback (code
+            # lines, no row data) is what finds it.
+            trace = None if isinstance(failure, SQLAlchemyError | OSError) else failure
+            log.error("job %s failed: %s", job["id"], error, exc_info=trace)
+        return "failed", error
+    if run.reason is None:
+        return "succeeded", None
+    if run.reason is Stop.MAX_ERRORS:
+        return "failed", (
+            f"more than max_errors={job['max_errors']} sessions failed in this run "
+            f"({run.errors_this_run}); see the job's issues, fix the cause, then resume"
+        )
+    return run.reason.value, None
+
+
+async def _record_end(
+    db: AsyncEngine, settings: Settings, run: _Run, status: str, error: str | None
+) -> bool:
+    """Write the job's end (retrying transient errors); False when the lease was gone."""
+
+    async def record() -> bool:
+        async with db.begin() as conn:
+            done = await store.finish(
+                conn, job_id=run.job["id"], token=run.token, status=status, error=error
+            )
+            if done:
+                await store.trim_findings(conn, job_id=run.job["id"], keep=engine.FINDINGS_CAP)
+            return done
+
+    try:
+        return await _retrying(settings, None, record)
+    except (SQLAlchemyError, OSError, RetriesExhausted) as exc:
+        # The heartbeat stops with us; any instance marks the job interrupted once it is stale.
+        log.error("job %s: could not record its end (%s)", run.job["id"], errors.describe(exc))
+        return False
+
+
+async def _retrying(settings: Settings, run: _Run | None, action: Callable[[], Awaitable]):
+    """Run `action`, retrying transient database errors with capped exponential backoff.
+
+    Returns None, without retrying further, when the run is told to stop while it waits.
+    """
+    delay = settings.retry_backoff_seconds
+    for attempt in range(1, settings.retry_attempts + 2):
+        try:
+            return await action()
+        except (SQLAlchemyError, OSError) as exc:
+            if errors.classify(exc) is not errors.Kind.TRANSIENT:
+                raise
+            if attempt > settings.retry_attempts:
+                raise RetriesExhausted(exc, attempt) from exc
+            job_id = run.job["id"] if run else "?"
+            log.warning(
+                "job %s: %s; retrying in %.1f s (attempt %d of %d)",
+                job_id,
+                errors.describe(exc),
+                delay,
+                attempt + 1,
+                settings.retry_attempts + 1,
+            )
+            if run is not None and await _wait(run.stop, delay):
+                return None
+            if run is None:
+                await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.retry_backoff_max_seconds)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True as soon as `event` is set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def _relay(stop: asyncio.Event, run: _Run) -> None:
     await stop.wait()
     run.halt(Stop.SHUTDOWN)
 
 
+async def _beat(db: AsyncEngine, run: _Run) -> None:
+    """Refresh the lease's heartbeat, and halt the run on a cancel request or a lost lease."""
+    try:
+        async with db.begin() as conn:
+            status = await store.heartbeat(conn, job_id=run.job["id"], token=run.token)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("job %s: heartbeat failed (%s)", run.job["id"], errors.describe(exc))
+        return
+    if status is None:
+        run.halt(Stop.LEASE_LOST)
+    elif status == "cancelling":
+        run.halt(Stop.CANCEL)
+
+
 async def _heartbeat(db: AsyncEngine, settings: Settings, run: _Run) -> None:
-    """Keep the lease fresh and notice a cancel request or a lost lease between batches."""
     while True:
         await asyncio.sleep(settings.heartbeat_seconds)
-        try:
-            async with db.begin() as conn:
-                status = await store.heartbeat(conn, job_id=run.job["id"], token=run.token)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("job %s: heartbeat failed (%s)", run.job["id"], describe_failure(exc))
-            continue
-        if status is None:
-            run.halt(Stop.LEASE_LOST)
-        elif status == "cancelling":
-            run.halt(Stop.CANCEL)
+        await _beat(db, run)
+
+
+async def _pause(db: AsyncEngine, run: _Run, seconds: float) -> None:
+    """The pause between batches: wakes at once on shutdown, within half a second on cancel."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if await _wait(run.stop, min(left, 0.5)):
+            return
+        await _beat(db, run)
 
 
 @dataclass
@@ -187,25 +296,27 @@ class _Batch:
     failed: list[uuid.UUID] = field(default_factory=list)
 
 
-async def _work(db: AsyncEngine, run: _Run, part: store.Partition) -> None:
+async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Partition) -> None:
     """Walk one partition batch by batch until it is done or the run is told to stop."""
     job = run.job
     step = _migrate_batch if job["kind"] == "migrate" else _rollback_batch
     kept = {"findings": part.findings_stored, "preview": part.preview_stored}
     cursor = part.cursor
+
+    async def one_batch() -> _Batch:
+        # One transaction: the batch's rows, its counters and cursor, and the lease check.
+        async with db.connect() as conn, conn.begin():
+            return await step(conn, run, part, lo, kept)
+
     try:
         while not run.stop.is_set():
             lo = part.range_start if cursor is None else partitions.after(cursor)
-            async with db.connect() as conn, conn.begin():
-                batch = await step(conn, run, part, lo, kept)
+            batch = await _retrying(settings, run, one_batch)
+            if batch is None:
+                return  # told to stop while waiting to retry; nothing of that batch committed
             if batch.failed:
                 run.errors_this_run += len(batch.failed)
-                log.warning(
-                    "job %s: %d session(s) failed and were rolled back: %s",
-                    job["id"],
-                    len(batch.failed),
-                    ", ".join(map(str, batch.failed)),
-                )
+                _log_failed(job["id"], batch.failed)
             if batch.cursor is not None and run.on_batch:
                 run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report))
             if batch.job_status == "cancelling":
@@ -216,10 +327,22 @@ async def _work(db: AsyncEngine, run: _Run, part: store.Partition) -> None:
                 return
             cursor = batch.cursor
             if job["pause_ms"] and not run.stop.is_set():
-                await asyncio.sleep(job["pause_ms"] / 1000)
+                await _pause(db, run, job["pause_ms"] / 1000)
     except BaseException:
         run.stop.set()  # one partition failing ends the run for all of them
         raise
+
+
+def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID]) -> None:
+    shown = ", ".join(map(str, failed[:LOGGED_FAILED_IDS]))
+    more = len(failed) - LOGGED_FAILED_IDS
+    log.warning(
+        "job %s: %d session(s) failed and were rolled back: %s%s",
+        job_id,
+        len(failed),
+        shown,
+        f" and {more} more (all on the job's issues)" if more > 0 else "",
+    )
 
 
 async def _migrate_batch(
@@ -301,15 +424,16 @@ async def create_job(
 
 
 async def resume_job(
-    db: AsyncEngine, settings: Settings, *, job_id: uuid.UUID, actor: str
+    db: AsyncEngine, settings: Settings, *, job_id: uuid.UUID, actor: str, **changes: Any
 ) -> uuid.UUID:
     """Queue a stopped job again in its own transaction; return the new run token.
 
+    `changes` may set a new pause_ms or max_errors for the rest of the job.
     Raises store.ActiveJobExists, store.JobNotFound or store.JobStateError.
     """
     async with db.begin() as conn:
         await recover_stale(conn, settings)
-        return await store.resume(conn, job_id=job_id, actor=actor)
+        return await store.resume(conn, job_id=job_id, actor=actor, **changes)
 
 
 async def recover_stale(conn: AsyncConnection, settings: Settings) -> list[uuid.UUID]:
@@ -335,7 +459,7 @@ class JobRunner:
         self.db = db
         self.settings = settings
         self.stopping = asyncio.Event()
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: dict[asyncio.Task, tuple[uuid.UUID, uuid.UUID]] = {}
 
     async def start(self, **params: Any) -> uuid.UUID:
         """Create a job (see create_job) and run it in the background."""
@@ -343,9 +467,9 @@ class JobRunner:
         self._launch(job_id, token)
         return job_id
 
-    async def resume(self, *, job_id: uuid.UUID, actor: str) -> None:
+    async def resume(self, *, job_id: uuid.UUID, actor: str, **changes: Any) -> None:
         """Queue a stopped job again and continue it in the background."""
-        token = await resume_job(self.db, self.settings, job_id=job_id, actor=actor)
+        token = await resume_job(self.db, self.settings, job_id=job_id, actor=actor, **changes)
         self._launch(job_id, token)
 
     def _launch(self, job_id: uuid.UUID, token: uuid.UUID) -> None:
@@ -353,17 +477,41 @@ class JobRunner:
             run_job(self.db, self.settings, job_id=job_id, token=token, stop=self.stopping),
             name=f"job-{job_id}",
         )
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[task] = (job_id, token)
+        task.add_done_callback(lambda t: self.tasks.pop(t, None))
 
     async def shutdown(self, grace_seconds: float = 8.0) -> None:
-        """Let running jobs finish their batch and record themselves interrupted."""
+        """Let running jobs finish their batch and record themselves interrupted.
+
+        A job still mid-statement after the grace period is cancelled (its batch rolls back)
+        and recorded interrupted here, so every instance shows it correctly at once.
+        """
         self.stopping.set()
         if not self.tasks:
             return
-        _, pending = await asyncio.wait(self.tasks, timeout=grace_seconds)
+        _, pending = await asyncio.wait(list(self.tasks), timeout=grace_seconds)
         for task in pending:
-            # Cancelling mid-statement rolls the batch back; the stale heartbeat does the rest.
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=1.0)
+        for task in pending:
+            job_id, token = self.tasks.get(task) or (None, None)
+            if job_id is not None:
+                await abandon(
+                    self.db,
+                    job_id=job_id,
+                    token=token,
+                    error="stopped mid-batch by a shutdown; that batch was rolled back",
+                )
+
+
+async def abandon(db: AsyncEngine, *, job_id: uuid.UUID, token: uuid.UUID, error: str) -> bool:
+    """Record a run cut off mid-batch (its batch rolled back) as interrupted; False if not ours."""
+    try:
+        async with db.begin() as conn:
+            return await store.finish(
+                conn, job_id=job_id, token=token, status="interrupted", error=error
+            )
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("job %s: could not record its end (%s)", job_id, errors.describe(exc))
+        return False  # the stale heartbeat will mark it interrupted

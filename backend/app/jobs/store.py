@@ -1,6 +1,9 @@
-"""Every SQL statement on the job tables: creating, claiming, leasing, finishing, reading.
+"""The job life cycle in SQL: creating, claiming, leasing, revoking, finishing, reading jobs.
 
-State lives only here, in PostgreSQL, so any process or replica can answer for any job:
+Every statement on migration_jobs, migration_job_partitions and migration_audit is here; the
+batch statements of engine.py and rollback.py write findings, previews and goals in the same
+transaction as save_progress(). State lives only in PostgreSQL, so any process or replica can
+answer for any job:
 
     queued ──claim──▶ running ──▶ succeeded | failed | cancelled | interrupted
        │                 │ cancel            ▲
@@ -8,9 +11,12 @@ State lives only here, in PostgreSQL, so any process or replica can answer for a
        └──cancel──▶  cancelling ─────────────┘
     cancelled | interrupted | failed ──resume──▶ queued (same id, same cursors and counters)
 
-Each run holds a fresh run_token on the job and its partitions. Batches commit only while
-their partition still carries that token, so a process that lost its lease (declared stale,
-then resumed elsewhere) can never commit a batch twice.
+Fencing. Each run holds a fresh run_token (its lease) on the job and on every partition.
+Whatever takes a job away from its run (stale heartbeat, cancel or shutdown completing, resume,
+a rollback of it) revokes those tokens in the same transaction. Every batch ends with
+save_progress(), which updates its partition row only while it still carries the run's token,
+under that row's lock and inside the batch's transaction: a batch of a revoked run, whenever
+its process wakes up, finds no row to update and rolls back with its goals.
 """
 
 import json
@@ -23,12 +29,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.jobs import partitions
-from app.jobs.engine import STAT_NAMES
-from app.models.migration_job import ACTIVE_STATUSES, RESUMABLE_STATUSES
+from app.jobs.engine import COUNTER_NAMES
+from app.models.migration_job import ACTIVE_STATUSES, RESUMABLE_STATUSES, RUNNING_STATUSES
 
 ROLLBACK_STAT_NAMES = ("goals_deleted", "goals_kept_modified")
-COUNTERS = STAT_NAMES + ROLLBACK_STAT_NAMES
-_ACTIVE = "('queued', 'running', 'cancelling')"
+COUNTERS = COUNTER_NAMES + ROLLBACK_STAT_NAMES
+# The status sets as SQL lists, e.g. ('queued', 'running', 'cancelling').
+_ACTIVE = str(ACTIVE_STATUSES)
+_RUNNING = str(RUNNING_STATUSES)
+_RESUMABLE = str(RESUMABLE_STATUSES)
 
 
 class ActiveJobExists(Exception):
@@ -41,6 +50,10 @@ class ActiveJobExists(Exception):
 
 class JobStateError(Exception):
     """The job is not in a state that allows what was asked."""
+
+
+class RolledBack(JobStateError):
+    """The job was the target of a real rollback: continuing it would migrate a part of it."""
 
 
 class JobNotFound(Exception):
@@ -162,7 +175,7 @@ async def create_job(
 
 
 async def check_rollback_target(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
-    """Refuse to roll back anything but a finished real migration job."""
+    """Refuse to roll back anything but a finished real migration job; revoke its leases."""
     row = (
         await conn.execute(
             text("SELECT kind, dry_run, status FROM migration_jobs WHERE id = :job_id"),
@@ -177,6 +190,13 @@ async def check_rollback_target(conn: AsyncConnection, *, job_id: uuid.UUID) -> 
         raise JobStateError("a dry run created no goals; there is nothing to roll back")
     if row.status in ACTIVE_STATUSES:
         raise JobStateError(f"the job is {row.status}; cancel it or wait for it to end first")
+    # No run of the target may commit again once its goals start going: revoke any lease left.
+    if not await _lock_partitions(conn, job_id):
+        raise JobStateError("a batch of the job is still committing; try again in a few seconds")
+    await conn.execute(
+        text("UPDATE migration_jobs SET run_token = NULL WHERE id = :job_id"), {"job_id": job_id}
+    )
+    await _revoke_partitions(conn, job_id=job_id)
 
 
 async def claim(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -> dict | None:
@@ -286,7 +306,7 @@ async def heartbeat(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUI
             text(
                 "UPDATE migration_jobs SET heartbeat_at = now() "
                 "WHERE id = :job_id AND run_token = :token "
-                "AND status IN ('running', 'cancelling') RETURNING status"
+                f"AND status IN {_RUNNING} RETURNING status"
             ),
             {"job_id": job_id, "token": token},
         )
@@ -301,20 +321,24 @@ async def finish(
     status: str,
     error: str | None = None,
 ) -> bool:
-    """End this run with `status`; audit what the system decided. False if the lease is gone."""
+    """End this run with `status` and give up its lease; audit what the system decided.
+
+    False (and nothing written) when the lease is already gone.
+    """
     done = (
         await conn.execute(
             text(
-                "UPDATE migration_jobs SET status = :status, error = :error, "
+                "UPDATE migration_jobs SET status = :status, error = :error, run_token = NULL, "
                 "finished_at = now(), heartbeat_at = now() "
                 "WHERE id = :job_id AND run_token = :token "
-                "AND status IN ('running', 'cancelling') RETURNING kind, dry_run, target_job_id"
+                f"AND status IN {_RUNNING} RETURNING kind, dry_run, target_job_id"
             ),
             {"job_id": job_id, "token": token, "status": status, "error": error},
         )
     ).one_or_none()
     if done is None:
         return False
+    await _revoke_partitions(conn, job_id=job_id)
     if done.kind == "rollback" and status == "succeeded" and not done.dry_run:
         await conn.execute(
             text("UPDATE migration_jobs SET rolled_back_by = :job_id WHERE id = :target"),
@@ -337,38 +361,127 @@ async def trim_findings(conn: AsyncConnection, *, job_id: uuid.UUID, keep: int) 
     )
 
 
-async def request_cancel(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> str:
-    """Ask an active job to stop at its next batch boundary; a queued one stops at once."""
-    status = (
+async def request_cancel(
+    conn: AsyncConnection, *, job_id: uuid.UUID, actor: str, stale_after_seconds: float
+) -> str:
+    """Ask an active job to stop at its next batch boundary.
+
+    A queued job, or one whose process stopped beating, is cancelled at once (its lease revoked
+    in this transaction, so a frozen process that wakes up later cannot commit another batch).
+    """
+    row = (
         await conn.execute(
             text(
-                "UPDATE migration_jobs SET status = CASE status WHEN 'queued' "
-                "THEN 'cancelled' ELSE 'cancelling' END, "
-                "finished_at = CASE status WHEN 'queued' THEN now() END "
-                f"WHERE id = :job_id AND status IN {_ACTIVE} RETURNING status"
+                "SELECT status, heartbeat_at < now() - make_interval(secs => :stale) AS stale "
+                "FROM migration_jobs WHERE id = :job_id FOR UPDATE"
             ),
+            {"job_id": job_id, "stale": stale_after_seconds},
+        )
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row.status not in ACTIVE_STATUSES:
+        raise JobStateError(f"the job is {row.status}, not active; there is nothing to cancel")
+    at_once = row.status == "queued" or (row.stale and await _lock_partitions(conn, job_id))
+    if at_once:
+        await _revoke(conn, job_id=job_id, status="cancelled")
+        status = "cancelled"
+    else:
+        await conn.execute(
+            text("UPDATE migration_jobs SET status = 'cancelling' WHERE id = :job_id"),
             {"job_id": job_id},
         )
-    ).scalar_one_or_none()
-    if status is None:
-        raise JobStateError("job is not active")
+        status = "cancelling"
     await audit(conn, job_id=job_id, actor=actor, action="cancel")
     return status
 
 
-async def resume(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> uuid.UUID:
-    """Queue a stopped job again under a new token; its cursors and counters carry on."""
+async def _lock_partitions(conn: AsyncConnection, job_id: uuid.UUID) -> bool:
+    """Lock all of a job's partition rows now, or report that a batch holds one.
+
+    A batch holds its partition row from save_progress() to its commit. If its process froze in
+    that instant, waiting would hang the caller; PostgreSQL ends that transaction once it has
+    been idle for the run's idle timeout (runner.py), and a later call succeeds.
+    """
+    row = (
+        await conn.execute(
+            text(
+                "WITH locked AS (SELECT 1 FROM migration_job_partitions WHERE job_id = :job_id "
+                "                FOR UPDATE SKIP LOCKED) "
+                "SELECT (SELECT count(*) FROM locked) = "
+                "       (SELECT count(*) FROM migration_job_partitions WHERE job_id = :job_id)"
+            ),
+            {"job_id": job_id},
+        )
+    ).scalar_one()
+    return bool(row)
+
+
+async def _revoke_partitions(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
+    await conn.execute(
+        text("UPDATE migration_job_partitions SET run_token = NULL WHERE job_id = :job_id"),
+        {"job_id": job_id},
+    )
+
+
+async def _revoke(
+    conn: AsyncConnection, *, job_id: uuid.UUID, status: str, error: str | None = None
+) -> None:
+    """End an active job's run from outside it: new status, no lease left on job or partitions."""
+    await conn.execute(
+        text(
+            "UPDATE migration_jobs SET status = :status, run_token = NULL, finished_at = now(), "
+            "error = coalesce(:error, error) WHERE id = :job_id"
+        ),
+        {"job_id": job_id, "status": status, "error": error},
+    )
+    await _revoke_partitions(conn, job_id=job_id)
+
+
+async def resume(
+    conn: AsyncConnection,
+    *,
+    job_id: uuid.UUID,
+    actor: str,
+    pause_ms: int | None = None,
+    max_errors: int | None = None,
+) -> uuid.UUID:
+    """Queue a stopped job again under a new token; its cursors and counters carry on.
+
+    A new pause_ms or max_errors, when given, applies from this run on and is audited.
+    """
     token = uuid.uuid4()
+    rollback_id = (
+        await conn.execute(
+            text(
+                "SELECT id FROM migration_jobs WHERE target_job_id = :job_id AND NOT dry_run "
+                "ORDER BY created_at LIMIT 1"
+            ),
+            {"job_id": job_id},
+        )
+    ).scalar_one_or_none()
+    if rollback_id is not None:
+        raise RolledBack(
+            f"the job was rolled back by job {rollback_id}; resuming it would migrate only the "
+            "patients after its cursor. Start a new migration job instead"
+        )
     try:
         async with conn.begin_nested():
             row = (
                 await conn.execute(
                     text(
                         "UPDATE migration_jobs SET status = 'queued', run_token = :token, "
-                        "error = NULL, finished_at = NULL, heartbeat_at = now() "
-                        f"WHERE id = :job_id AND status IN {RESUMABLE_STATUSES} RETURNING id"
+                        "error = NULL, finished_at = NULL, heartbeat_at = now(), "
+                        "pause_ms = coalesce(:pause_ms, pause_ms), "
+                        "max_errors = coalesce(:max_errors, max_errors) "
+                        f"WHERE id = :job_id AND status IN {_RESUMABLE} RETURNING id"
                     ),
-                    {"job_id": job_id, "token": token},
+                    {
+                        "job_id": job_id,
+                        "token": token,
+                        "pause_ms": pause_ms,
+                        "max_errors": max_errors,
+                    },
                 )
             ).one_or_none()
             if row is None:
@@ -378,14 +491,16 @@ async def resume(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> uui
                 if exists.scalar_one_or_none() is None:
                     raise JobNotFound(job_id)
                 raise JobStateError("only a cancelled, interrupted or failed job can be resumed")
-            # Waits for any batch a lost process still has in flight, then takes it over.
+            # The old run's lease was revoked when it stopped; this run's token takes its place.
             await conn.execute(
                 text(
                     "UPDATE migration_job_partitions SET run_token = :token WHERE job_id = :job_id"
                 ),
                 {"job_id": job_id, "token": token},
             )
-            await audit(conn, job_id=job_id, actor=actor, action="resume")
+            changes = {"pause_ms": pause_ms, "max_errors": max_errors}
+            details = {k: v for k, v in changes.items() if v is not None}
+            await audit(conn, job_id=job_id, actor=actor, action="resume", details=details)
     except IntegrityError as exc:
         if "uq_migration_jobs_one_active" not in str(exc.orig):
             raise
@@ -394,24 +509,31 @@ async def resume(conn: AsyncConnection, *, job_id: uuid.UUID, actor: str) -> uui
 
 
 async def mark_stale_interrupted(conn: AsyncConnection, *, stale_after_seconds: float) -> list:
-    """Mark active jobs whose heartbeat stopped as interrupted (their process is gone)."""
-    ids = (
-        (
-            await conn.execute(
-                text(
-                    "UPDATE migration_jobs SET status = 'interrupted', finished_at = now(), "
-                    "error = 'the process running this job stopped (no heartbeat since '"
-                    " || to_char(heartbeat_at AT TIME ZONE 'UTC', "
-                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ')' "
-                    f"WHERE status IN {_ACTIVE} "
-                    "AND heartbeat_at < now() - make_interval(secs => :stale) RETURNING id"
-                ),
-                {"stale": stale_after_seconds},
-            )
+    """Mark active jobs whose heartbeat stopped as interrupted, revoking their leases.
+
+    The process may only be frozen (SIGSTOP, a paused VM, a laptop asleep), not gone: revoking
+    its lease here is what keeps it from committing the batch it has in flight when it wakes.
+    Never waits on a lock: jobs that are locked right now are left for a later call.
+    """
+    stale = (
+        await conn.execute(
+            text(
+                "SELECT id, 'the process running this job stopped (no heartbeat since '"
+                " || to_char(heartbeat_at AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ')' AS error "
+                f"FROM migration_jobs WHERE status IN {_ACTIVE} "
+                "AND heartbeat_at < now() - make_interval(secs => :stale) "
+                "FOR UPDATE SKIP LOCKED"
+            ),
+            {"stale": stale_after_seconds},
         )
-        .scalars()
-        .all()
-    )
+    ).all()
+    ids = []
+    for job_id, error in stale:
+        if not await _lock_partitions(conn, job_id):
+            continue
+        await _revoke(conn, job_id=job_id, status="interrupted", error=error)
+        ids.append(job_id)
     for job_id in ids:
         await audit(
             conn,
@@ -458,14 +580,29 @@ async def list_jobs(conn: AsyncConnection, *, limit: int, offset: int) -> list[d
     return [dict(r) for r in rows.mappings()]
 
 
-async def last_successful_real_run(conn: AsyncConnection) -> dict | None:
-    """The newest real migrate job that succeeded, with its statistics."""
+async def judged_real_run(conn: AsyncConnection) -> dict | None:
+    """The run verification judges: the newest succeeded real migration never rolled back.
+
+    With its item reconciliation and how many of the goals it created are still there.
+    """
     row = (
         (
             await conn.execute(
                 text(
-                    _JOB_SELECT + " WHERE j.kind = 'migrate' AND NOT j.dry_run "
-                    "AND j.status = 'succeeded' GROUP BY j.id ORDER BY j.finished_at DESC LIMIT 1"
+                    "SELECT j.id, "
+                    "  sum(p.goals_created)::bigint AS goals_created, "
+                    "  sum(p.goals_created + p.goals_skipped_duplicate + p.goals_skipped_invalid"
+                    "      + p.items_in_failed_sessions)::bigint AS accounted, "
+                    "  sum(p.items_in_failed_sessions)::bigint AS items_in_failed_sessions, "
+                    "  sum(p.errors)::bigint AS errors, "
+                    "  (SELECT count(*) FROM treatment_goals AS g WHERE g.source_job_id = j.id)"
+                    "      AS goals_present "
+                    "FROM migration_jobs AS j "
+                    "JOIN migration_job_partitions AS p ON p.job_id = j.id "
+                    "WHERE j.kind = 'migrate' AND NOT j.dry_run AND j.status = 'succeeded' "
+                    "  AND NOT EXISTS (SELECT 1 FROM migration_jobs AS r "
+                    "                  WHERE r.target_job_id = j.id AND NOT r.dry_run) "
+                    "GROUP BY j.id ORDER BY j.finished_at DESC LIMIT 1"
                 )
             )
         )

@@ -18,7 +18,10 @@ JOB_STATUSES = (
     "failed",
     "interrupted",
 )
+# A job holds the one-active-job guard while queued or running; a running one holds a lease.
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
+RUNNING_STATUSES = ("running", "cancelling")
+TERMINAL_STATUSES = ("cancelled", "succeeded", "failed", "interrupted")
 RESUMABLE_STATUSES = ("cancelled", "interrupted", "failed")
 
 

@@ -31,6 +31,7 @@ class MigrationJobPartition(Base):
     goals_skipped_duplicate: Mapped[int] = _counter()
     goals_skipped_invalid: Mapped[int] = _counter()
     errors: Mapped[int] = _counter()
+    items_in_failed_sessions: Mapped[int] = _counter()
     goals_deleted: Mapped[int] = _counter()
     goals_kept_modified: Mapped[int] = _counter()
     findings_stored: Mapped[int] = _counter()

@@ -168,7 +168,9 @@ async def audit(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
 async def cancel(job_id: uuid.UUID, admin: AdminUser, conn: ConnDep, settings: SettingsDep):
     await _job(conn, settings, job_id)
     async with conn.begin():
-        await store.request_cancel(conn, job_id=job_id, actor=admin.sub)
+        await store.request_cancel(
+            conn, job_id=job_id, actor=admin.sub, stale_after_seconds=settings.stale_after_seconds
+        )
     return await _job(conn, settings, job_id)
 
 

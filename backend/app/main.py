@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(migrations.router)
     app.add_exception_handler(store.ActiveJobExists, migrations.active_job_conflict)
     app.add_exception_handler(store.JobStateError, migrations.job_state_conflict)
+    app.add_exception_handler(store.JobNotFound, migrations.job_not_found)
     if STATIC_DIR.is_dir():
         app.mount("/admin/ui", StaticFiles(directory=STATIC_DIR, html=True), name="admin-ui")
 

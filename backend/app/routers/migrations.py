@@ -35,6 +35,11 @@ async def active_job_conflict(request: Request, exc: store.ActiveJobExists) -> J
     )
 
 
+async def job_not_found(request: Request, exc: store.JobNotFound) -> JSONResponse:
+    """404 for a job id that names no job (installed by create_app)."""
+    return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": "job not found"})
+
+
 async def job_state_conflict(request: Request, exc: store.JobStateError) -> JSONResponse:
     """409 for an action the job's state does not allow (installed by create_app)."""
     return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
@@ -166,7 +171,7 @@ async def audit(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
     summary="Stop an active job at its next batch boundary",
 )
 async def cancel(job_id: uuid.UUID, admin: AdminUser, conn: ConnDep, settings: SettingsDep):
-    await _job(conn, settings, job_id)
+    # No stale recovery first: a job whose process is gone is cancelled at once, not interrupted.
     async with conn.begin():
         await store.request_cancel(
             conn, job_id=job_id, actor=admin.sub, stale_after_seconds=settings.stale_after_seconds

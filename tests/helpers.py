@@ -1,6 +1,8 @@
 """Shared test helpers: loading hostile data, running jobs, reading results."""
 
+import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -130,3 +132,14 @@ async def fail_goal_inserts_for(db: AsyncEngine, session_ids) -> None:
                 "FOR EACH ROW EXECUTE FUNCTION fail_for_session()"
             )
         )
+
+
+async def until(condition, seconds: float, what: str):
+    """Poll an async condition until it returns something truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
+        await asyncio.sleep(0.05)

@@ -12,11 +12,11 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
-from app.jobs import store
+from app.jobs import errors, store
 from app.jobs.runner import JobRunner, recover_stale
 from app.routers import migrations
 
@@ -70,11 +70,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if STATIC_DIR.is_dir():
         app.mount("/admin/ui", StaticFiles(directory=STATIC_DIR, html=True), name="admin-ui")
 
-    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
     @app.exception_handler(OSError)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Unreachable, restarting or refusing connections: the client may retry. Anything else
+        # from the database is a fault of ours: a 500, logged without the statement's parameters.
+        if isinstance(exc, DBAPIError) and errors.classify(exc) is not errors.Kind.TRANSIENT:
+            log.error("%s %s failed: %s", request.method, request.url.path, errors.describe(exc))
+            return JSONResponse(status_code=500, content={"detail": errors.describe(exc)})
         log.error("database unavailable during %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "database unavailable; retry in a few seconds"},
+            headers={"Retry-After": "5"},
+        )
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict:

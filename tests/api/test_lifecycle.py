@@ -39,14 +39,6 @@ def job_log():
     logger.removeHandler(handler)
 
 
-async def until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := await condition()):
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        await asyncio.sleep(0.02)
-    return value
-
-
 async def _goals_created(db, job_id) -> bool:
     return (await helpers.get(db, job_id))["goals_created"] > 0
 
@@ -74,10 +66,12 @@ async def test_a_lock_timeout_is_retried_not_counted_as_bad_data(settings, datab
     try:
         expected = await model_outcome(db)
         job_id, task = await _start(db, settings, dry_run=False, batch_size=20, pause_ms=50)
-        await until(lambda: _goals_created(db, job_id), 30, "a first batch")
+        await helpers.until(lambda: _goals_created(db, job_id), 30, "a first batch")
         async with admin.transaction():
             await admin.execute("LOCK TABLE treatment_goals IN SHARE MODE")
-            await until(lambda: _waiting_on_a_lock(admin), 10, "a batch to wait on the lock")
+            await helpers.until(
+                lambda: _waiting_on_a_lock(admin), 10, "a batch to wait on the lock"
+            )
             await asyncio.sleep(3)  # ten lock timeouts' worth
         assert await asyncio.wait_for(task, 60) == "succeeded"
         job = await helpers.get(db, job_id)
@@ -96,7 +90,7 @@ async def test_a_deadlock_is_retried(db, settings, database_url, job_log):
     job_id, task = await _start(
         db, settings, dry_run=False, batch_size=20, pause_ms=50, partition_count=1
     )
-    await until(lambda: _goals_created(db, job_id), 30, "a first batch")
+    await helpers.until(lambda: _goals_created(db, job_id), 30, "a first batch")
     other = await asyncpg.connect(database_url)
     try:
         async with other.transaction():
@@ -107,7 +101,7 @@ async def test_a_deadlock_is_retried(db, settings, database_url, job_log):
             )
             # A batch that inserted goals (holding key-share locks on their users) now waits for
             # our partition lock to save its progress; we wait for its users: a cycle.
-            await until(lambda: _waiting_on_a_lock(other), 10, "a batch to wait on us")
+            await helpers.until(lambda: _waiting_on_a_lock(other), 10, "a batch to wait on us")
             await other.execute("SELECT 1 FROM users FOR UPDATE")
     finally:
         await other.close()

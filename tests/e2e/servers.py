@@ -11,8 +11,9 @@ import time
 
 import httpx
 
-from tests.api.conftest import auth
+from tests.api.conftest import BASE, TERMINAL, auth
 from tests.conftest import BACKEND, SECRET
+from tests.helpers import until
 
 
 class Server:
@@ -77,3 +78,21 @@ class Server:
         self.sock.close()
         self.log.close()
         os.unlink(self.log_path)
+
+
+async def job_of(server: Server, job_id: str) -> dict:
+    response = await server.client.get(f"{BASE}/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def ended(server: Server, job_id: str, seconds: float = 60) -> dict:
+    async def check():
+        job = await job_of(server, job_id)
+        return job if job["status"] in TERMINAL else None
+
+    return await until(check, seconds, f"job {job_id} to end")
+
+
+async def created(server: Server, job_id: str) -> bool:
+    return (await job_of(server, job_id))["stats"]["goals_created"] > 0

@@ -12,10 +12,15 @@ import pytest
 from sqlalchemy import text
 
 from app import demo
+from app.config import load_settings
+from app.db import create_engine
 from tests import helpers
-from tests.api.conftest import BASE, TERMINAL
-from tests.e2e.servers import Server
+from tests.api.conftest import BASE
+from tests.conftest import SECRET
+from tests.e2e.servers import Server, created, ended, job_of
 from tests.expected import doubled_pairs, model_outcome
+from tests.helpers import until
+from tests.pg import OwnServer
 
 # Every batch transaction sleeps once inside its first goal insert while test_freeze has a row:
 # long enough to freeze the server process with inserted, uncommitted goals in flight.
@@ -35,48 +40,9 @@ _SLOW_BATCHES = (
 )
 
 
-async def until(condition, seconds: float, what: str):
-    """Poll an async condition until it returns something truthy; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-async def job_of(server: Server, job_id: str) -> dict:
-    response = await server.client.get(f"{BASE}/{job_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def ended(server: Server, job_id: str, seconds: float = 60) -> dict:
-    async def check():
-        job = await job_of(server, job_id)
-        return job if job["status"] in TERMINAL else None
-
-    return await until(check, seconds, f"job {job_id} to end")
-
-
 async def execute(db, sql: str) -> None:
     async with db.begin() as conn:
         await conn.execute(text(sql))
-
-
-@pytest.fixture
-async def servers(database_url):
-    started: list[Server] = []
-
-    async def start(**env) -> Server:
-        server = Server(database_url, **env)
-        started.append(server)
-        return await server.ready()
-
-    yield start
-    for server in started:
-        await server.close()
 
 
 @pytest.mark.parametrize("follow_up", ["new job", "resume", "rollback"])
@@ -97,7 +63,7 @@ async def test_a_frozen_process_never_commits_after_losing_its_job(
     )
     assert started.status_code == 202, started.text
     job_id = started.json()["id"]
-    await until(lambda: _created(frozen, job_id), 30, "the first batch to commit")
+    await until(lambda: created(frozen, job_id), 30, "the first batch to commit")
     await execute(db, "INSERT INTO test_freeze VALUES (true)")
     await until(lambda: _sleeping_batch(db), 30, "a batch to be mid-insert")
     frozen.signal(signal.SIGSTOP)
@@ -144,10 +110,6 @@ async def test_a_frozen_process_never_commits_after_losing_its_job(
         assert done["stats"] == expected.stats
 
 
-async def _created(server: Server, job_id: str) -> bool:
-    return (await job_of(server, job_id))["stats"]["goals_created"] > 0
-
-
 async def _sleeping_batch(db) -> bool:
     async with db.connect() as conn:
         sleeping = await conn.execute(
@@ -184,7 +146,7 @@ async def test_sigterm_during_a_long_pause_marks_the_job_interrupted_at_once(
         BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 30000}
     )
     job_id = started.json()["id"]
-    await until(lambda: _created(server, job_id), 30, "the first batch to commit")
+    await until(lambda: created(server, job_id), 30, "the first batch to commit")
     began = time.monotonic()
     server.signal(signal.SIGTERM)
     await server.exited(20)
@@ -192,3 +154,49 @@ async def test_sigterm_during_a_long_pause_marks_the_job_interrupted_at_once(
     stopped = await helpers.get(db, job_id)
     assert stopped["status"] == "interrupted"
     assert stopped["goals_created"] == len(await helpers.migrated_goals(db))
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    server = OwnServer(tmp_path / "pg")
+    yield server
+    server.close()
+
+
+async def test_a_postgresql_restart_mid_run_ends_exact(own_server):
+    url = await asyncio.to_thread(own_server.database)
+    await demo.write(url, sessions=1500, seed=23)
+    db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
+    server = Server(url)
+    try:
+        expected = await model_outcome(db)
+        await db.dispose()
+        await server.ready()
+        started = await server.client.post(
+            BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 100}
+        )
+        job_id = started.json()["id"]
+        await until(lambda: created(server, job_id), 30, "the first batch to commit")
+
+        answers: list[int] = []
+
+        async def poll() -> None:
+            while True:
+                answers.append((await server.client.get(f"{BASE}/{job_id}")).status_code)
+                await asyncio.sleep(0.05)
+
+        poller = asyncio.create_task(poll())
+        await asyncio.to_thread(own_server.ctl, "-m", "fast", "restart")
+        await asyncio.sleep(1)
+        poller.cancel()
+        # never a 500 while the database is away
+        assert set(answers) <= {200, 503}, f"{answers}\n{server.output()[-6000:]}"
+
+        done = await ended(server, job_id, seconds=90)
+        assert done["status"] == "succeeded", done
+        assert done["stats"] == expected.stats
+        assert await helpers.migrated_goals(db) == sorted(expected.goals)
+        assert "retrying" in server.output()  # the restart did reach the job
+    finally:
+        await server.close()
+        await db.dispose()

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,12 @@ import httpx
 import pytest
 
 from tests.conftest import BACKEND, SECRET
-from tests.e2e.test_faults import _free_port
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _serve(tmp_path, env_extra):

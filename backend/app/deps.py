@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -63,3 +64,43 @@ def require_admin(
 
 
 AdminUser = Annotated[security.Principal, Depends(require_admin)]
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def reject_unknown_input(request: Request) -> None:
+    """422 for query parameters a route does not take, and for any request body.
+
+    A typo such as `?dryrun=false`, or `{"dry_run": false}` sent as JSON, would otherwise be
+    ignored and quietly run a dry run; every admin route takes its input in the query string.
+    """
+    route = request.scope.get("route")
+    known = _query_names(route.dependant) if route else set()
+    problems = [
+        {
+            "type": "extra_forbidden",
+            "loc": ["query", name],
+            "msg": f"unknown parameter {name!r}; this endpoint takes: "
+            + (", ".join(sorted(known)) or "no parameters"),
+            "input": None,
+        }
+        for name in request.query_params
+        if name not in known
+    ]
+    if await request.body():
+        problems.append(
+            {
+                "type": "extra_forbidden",
+                "loc": ["body"],
+                "msg": "this endpoint takes no request body; send parameters in the query string",
+                "input": None,
+            }
+        )
+    if problems:
+        raise RequestValidationError(problems)

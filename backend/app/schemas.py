@@ -8,19 +8,30 @@ from pydantic import BaseModel, Field
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import ROLLBACK_STAT_NAMES
+from app.models.migration_job import ACTIVE_STATUSES, RUNNING_STATUSES
 
 JobStatus = Literal[
     "queued", "running", "cancelling", "cancelled", "succeeded", "failed", "interrupted"
 ]
 
 
-class Progress(BaseModel):
-    sessions_total: int | None = Field(
-        description="Units to go through: candidate sessions, or goals for a rollback"
-    )
+class MigrateProgress(BaseModel):
+    sessions_total: int | None = Field(description="Candidate sessions to go through")
     sessions_processed: int
     percent: float | None
-    rate_per_second: float | None = Field(description="This run's pace since it (re)started")
+    rate_per_second: float | None = Field(
+        description="Sessions per second in this run since it (re)started; null when not running"
+    )
+    eta_seconds: float | None
+
+
+class RollbackProgress(BaseModel):
+    goals_total: int | None = Field(description="Goals of the target jobs to go through")
+    goals_processed: int = Field(description="Goals deleted or kept so far")
+    percent: float | None
+    rate_per_second: float | None = Field(
+        description="Goals per second in this run since it (re)started; null when not running"
+    )
     eta_seconds: float | None
 
 
@@ -43,59 +54,84 @@ class Job(BaseModel):
     kind: Literal["migrate", "rollback"]
     dry_run: bool
     status: JobStatus
+    rolled_back: bool = Field(description="A real rollback took this job's goals back")
     batch_size: int
     pause_ms: int
     max_errors: int
     force: bool
     requested_by: str
-    target_job_id: uuid.UUID | None
+    target_job_id: uuid.UUID | None = Field(description="A rollback's (first) target")
+    target_job_ids: list[uuid.UUID] | None = Field(description="Every job a rollback takes back")
     rolled_back_by: uuid.UUID | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
-    progress: Progress
+    heartbeat_age_seconds: float | None = Field(
+        description="Seconds since the running process last beat; null when the job is not active"
+    )
+    released_in_seconds: float | None = Field(
+        description="For an active job: seconds until it is marked interrupted (and the "
+        "one-active-job guard released) if its heartbeat does not come back"
+    )
+    progress: MigrateProgress | RollbackProgress
     stats: MigrateStats | RollbackStats
     error: str | None
 
     @classmethod
-    def from_row(cls, row: dict) -> "Job":
+    def from_row(cls, row: dict, *, stale_after_seconds: float = 30.0) -> "Job":
         """Build the public job object from store.get_job's row."""
+        running = row["status"] in RUNNING_STATUSES
+        total = row["sessions_total"]
         if row["kind"] == "migrate":
             stats = MigrateStats(**{n: row[n] for n in STAT_NAMES})
             processed = row["sessions_processed"]
         else:
             stats = RollbackStats(**{n: row[n] for n in ROLLBACK_STAT_NAMES})
             processed = row["goals_deleted"] + row["goals_kept_modified"]
-        total = row["sessions_total"]
         percent = rate = eta = None
         if total is not None:
             percent = min(round(100.0 * processed / total, 2), 100.0) if total else 100.0
-        if row["status"] in ("running", "cancelling") and row["run_seconds"]:
-            seconds = float(row["run_seconds"])
-            rate = round((processed - row["run_start_processed"]) / seconds, 2) if seconds else None
+        seconds = float(row["run_seconds"] or 0)
+        if running and seconds > 0:
+            rate = round(max(processed - row["run_start_processed"], 0) / seconds, 2)
             if rate and total is not None:
                 eta = round(max(total - processed, 0) / rate, 1)
+        numbers = {"percent": percent, "rate_per_second": rate, "eta_seconds": eta}
+        if row["kind"] == "migrate":
+            progress = MigrateProgress(
+                sessions_total=total, sessions_processed=processed, **numbers
+            )
+        else:
+            progress = RollbackProgress(goals_total=total, goals_processed=processed, **numbers)
+        age = row.get("heartbeat_age_seconds")
+        active = row["status"] in ACTIVE_STATUSES and age is not None
         return cls(
-            **{k: row[k] for k in cls.model_fields if k in row and k not in ("progress", "stats")},
-            progress=Progress(
-                sessions_total=total,
-                sessions_processed=processed,
-                percent=percent,
-                rate_per_second=rate,
-                eta_seconds=eta,
-            ),
+            **{k: row[k] for k in cls.model_fields if k in row and k not in _COMPUTED},
+            rolled_back=row["rolled_back_by"] is not None,
+            heartbeat_age_seconds=round(age, 1) if active else None,
+            released_in_seconds=round(max(stale_after_seconds - age, 0), 1) if active else None,
+            progress=progress,
             stats=stats,
         )
 
 
+_COMPUTED = ("progress", "stats", "rolled_back", "heartbeat_age_seconds", "released_in_seconds")
+
+
 class JobList(BaseModel):
     items: list[Job]
+    total: int = Field(description="Jobs matching the filters, over all pages")
 
 
 class ActiveJobConflict(BaseModel):
     detail: str
     active_job_id: uuid.UUID | None
+    active_job_status: JobStatus | None = None
+    heartbeat_age_seconds: float | None = None
+    released_in_seconds: float | None = Field(
+        None, description="When the active job is released if its process is gone"
+    )
 
 
 class Problem(BaseModel):
@@ -112,6 +148,7 @@ class Finding(BaseModel):
 class FindingList(BaseModel):
     items: list[Finding]
     total: int
+    counts: dict[str, int] = Field(description="Recorded findings per reason")
 
 
 class PreviewGoal(BaseModel):

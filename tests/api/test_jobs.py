@@ -113,10 +113,10 @@ async def test_concurrent_starts_admit_exactly_one(client, database_url):
     winner = next(r.json() for r in responses if r.status_code == 202)
     for r in responses:
         if r.status_code == 409:
-            assert r.json() == {
-                "detail": "another migration or rollback job is active",
-                "active_job_id": winner["id"],
-            }
+            conflict = r.json()
+            assert conflict["detail"].startswith("another migration or rollback job is active")
+            assert conflict["active_job_id"] == winner["id"]
+            assert conflict["active_job_status"] in {"queued", "running"}
     await client.post(f"{BASE}/{winner['id']}/cancel")
     await wait_for(client, winner["id"])
 
@@ -251,6 +251,7 @@ async def test_openapi_lists_every_route_with_models(client):
         f"{BASE}/{{job_id}}/cancel": {"post"},
         f"{BASE}/{{job_id}}/resume": {"post"},
         f"{BASE}/{{job_id}}/rollback": {"post"},
+        f"{BASE}/rollback": {"post"},
     }
     for path, methods in expected.items():
         assert set(paths[path]) == methods, path
@@ -258,6 +259,7 @@ async def test_openapi_lists_every_route_with_models(client):
             ok = next(c for c in paths[path][method]["responses"] if c.startswith("2"))
             assert "$ref" in str(paths[path][method]["responses"][ok]), (path, method)
     for name in ("Job", "JobList", "FindingList", "PreviewList", "AuditList", "Verification",
-                  "ActiveJobConflict", "Progress", "MigrateStats", "RollbackStats"):  # fmt: skip
+                  "ActiveJobConflict", "MigrateProgress", "RollbackProgress", "MigrateStats",
+                  "RollbackStats"):  # fmt: skip
         assert name in spec["components"]["schemas"]
     assert set(spec["components"]["schemas"]["Job"]["properties"]["status"]["enum"]) >= TERMINAL

@@ -15,6 +15,7 @@ async def _migrate(client, **params):
 
 
 async def _rollback(client, job_id, **params):
+    params.setdefault("dry_run", "false")
     response = await client.post(f"{BASE}/{job_id}/rollback", params=params)
     assert response.status_code == 202, response.text
     started = response.json()
@@ -72,7 +73,7 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     plain = await _rollback(client, job["id"], batch_size=7)
     assert plain["status"] == "succeeded"
     assert plain["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
-    assert plain["progress"]["sessions_total"] == created
+    assert plain["progress"]["goals_total"] == created
     assert await _goals_of(db, job["id"]) == 2
     assert await _goals_of(db, second["id"]) == 1
     assert (
@@ -123,7 +124,8 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     job = await _migrate(client)
     created = job["stats"]["goals_created"]
     response = await client.post(
-        f"{BASE}/{job['id']}/rollback", params={"batch_size": 5, "pause_ms": 100}
+        f"{BASE}/{job['id']}/rollback",
+        params={"dry_run": "false", "batch_size": 5, "pause_ms": 100},
     )
     rollback = response.json()
     await wait_for(client, rollback["id"], lambda j: j["stats"]["goals_deleted"] > 0)

@@ -195,7 +195,7 @@ class Command:
                     db,
                     settings,
                     kind="rollback",
-                    target_job_id=args.rollback,
+                    targets=[args.rollback],
                     force=args.force,
                     dry_run=args.dry_run,
                     batch_size=args.batch_size,

@@ -1,9 +1,9 @@
-"""Rollback: delete what one migration job created, and keep what clinicians have touched since.
+"""Rollback: delete what migration jobs created, and keep what clinicians have touched since.
 
 The guide's `DELETE FROM treatment_goals WHERE session_id IS NOT NULL` would take goals the
 application made and goals therapists have worked on. Here a goal goes only when its
-source_job_id is the target job and it is still exactly as inserted: status 'assigned' and
-updated_at equal to the insertion time of one of that job's batches (migration_batches).
+source_job_id is one of the target jobs and it is still exactly as inserted: status 'assigned'
+and updated_at equal to the insertion time of one of that job's batches (migration_batches).
 With force, changed goals of the job go too. Goals are walked by id in keyset batches, each
 its own transaction, so a million-goal rollback holds neither long locks nor its ids in memory.
 """
@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 _UNCHANGED = """(:force OR (g.status = 'assigned' AND EXISTS (
         SELECT 1 FROM migration_batches AS b
-        WHERE b.job_id = :target_job_id AND b.inserted_at = g.updated_at)))"""
+        WHERE b.job_id = g.source_job_id AND b.inserted_at = g.updated_at)))"""
 
 _CHUNK = """chunk AS (
     SELECT id FROM treatment_goals
-    WHERE source_job_id = :target_job_id AND id BETWEEN :lo AND :end
+    WHERE source_job_id = ANY(:targets) AND id BETWEEN :lo AND :end
     ORDER BY id
     LIMIT :batch_size
 )"""
@@ -58,12 +58,12 @@ class RollbackBatch:
     stats: dict[str, int]
 
 
-async def count_goals(conn: AsyncConnection, *, target_job_id: uuid.UUID) -> int:
-    """How many goals the target job still has in treatment_goals."""
+async def count_goals(conn: AsyncConnection, *, targets: list[uuid.UUID]) -> int:
+    """How many goals the target jobs still have in treatment_goals."""
     return (
         await conn.execute(
-            text("SELECT count(*) FROM treatment_goals WHERE source_job_id = :t"),
-            {"t": target_job_id},
+            text("SELECT count(*) FROM treatment_goals WHERE source_job_id = ANY(:targets)"),
+            {"targets": targets},
         )
     ).scalar_one()
 
@@ -71,19 +71,19 @@ async def count_goals(conn: AsyncConnection, *, target_job_id: uuid.UUID) -> int
 async def run_batch(
     conn: AsyncConnection,
     *,
-    target_job_id: uuid.UUID,
+    targets: list[uuid.UUID],
     lo: uuid.UUID,
     end: uuid.UUID,
     batch_size: int,
     force: bool,
     dry_run: bool,
 ) -> RollbackBatch:
-    """Delete (or count) the next `batch_size` goals of the target job from `lo` on."""
+    """Delete (or count) the next `batch_size` goals of the target jobs from `lo` on."""
     row = (
         await conn.execute(
             text(_DRY_SQL if dry_run else _REAL_SQL),
             {
-                "target_job_id": target_job_id,
+                "targets": targets,
                 "lo": lo,
                 "end": end,
                 "batch_size": batch_size,

@@ -156,7 +156,7 @@ async def _count_total(db: AsyncEngine, job: dict[str, Any]) -> int:
         total = await (
             engine.count_candidates(conn)
             if job["kind"] == "migrate"
-            else rollback.count_goals(conn, target_job_id=job["target_job_id"])
+            else rollback.count_goals(conn, targets=job["target_job_ids"])
         )
         await store.set_total(conn, job_id=job["id"], total=total)
     return total
@@ -384,13 +384,13 @@ async def _migrate_batch(
 async def _rollback_batch(
     conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, kept: dict
 ) -> _Batch:
-    """Delete (or count) the next goals of the target job in this partition."""
+    """Delete (or count) the next goals of the target jobs in this partition."""
     job = run.job
     if lo is None:
         return _Batch(None, await _save(conn, run, part, cursor=None, done=True, stats={}))
     batch = await rollback.run_batch(
         conn,
-        target_job_id=job["target_job_id"],
+        targets=job["target_job_ids"],
         lo=lo,
         end=part.range_end,
         batch_size=job["batch_size"],
@@ -419,7 +419,7 @@ async def create_job(
     async with db.begin() as conn:
         await recover_stale(conn, settings)
         if params.get("kind") == "rollback":
-            await store.check_rollback_target(conn, job_id=params["target_job_id"])
+            await store.check_rollback_targets(conn, targets=params["targets"])
         return await store.create_job(conn, **params)
 
 

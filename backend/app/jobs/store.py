@@ -21,6 +21,7 @@ its process wakes up, finds no row to update and rolls back with its goals.
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,16 @@ _RESUMABLE = str(RESUMABLE_STATUSES)
 class ActiveJobExists(Exception):
     """Another migration or rollback job is active in this database."""
 
-    def __init__(self, active_job_id: uuid.UUID | None):
+    def __init__(
+        self,
+        active_job_id: uuid.UUID | None,
+        status: str | None = None,
+        heartbeat_age_seconds: float | None = None,
+    ):
         super().__init__(f"another job is active: {active_job_id}")
         self.active_job_id = active_job_id
+        self.status = status
+        self.heartbeat_age_seconds = heartbeat_age_seconds
 
 
 class JobStateError(Exception):
@@ -77,11 +85,18 @@ class Partition:
     preview_stored: int
 
 
-async def _active_job_id(conn: AsyncConnection) -> uuid.UUID | None:
-    result = await conn.execute(
-        text(f"SELECT id FROM migration_jobs WHERE status IN {_ACTIVE} LIMIT 1")
-    )
-    return result.scalar_one_or_none()
+async def _active_job(conn: AsyncConnection) -> ActiveJobExists:
+    """The exception naming the job that holds the one-active-job guard, and how alive it is."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, status, "
+                "extract(epoch FROM clock_timestamp() - heartbeat_at)::float AS age "
+                f"FROM migration_jobs WHERE status IN {_ACTIVE} LIMIT 1"
+            )
+        )
+    ).one_or_none()
+    return ActiveJobExists(*row) if row else ActiveJobExists(None)
 
 
 async def audit(
@@ -113,9 +128,12 @@ async def create_job(
     pause_ms: int = 0,
     max_errors: int = 1000,
     force: bool = False,
-    target_job_id: uuid.UUID | None = None,
+    targets: Sequence[uuid.UUID] = (),
+    **extra: Any,
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """Insert a queued job and its partitions; return (job id, run token).
+
+    `targets` are the jobs a rollback takes back. `extra` parameters are only audited.
 
     The partial unique index on active jobs makes this the single point where two admins,
     workers or replicas race: exactly one insert wins, the rest get ActiveJobExists.
@@ -129,7 +147,8 @@ async def create_job(
         "pause_ms": pause_ms,
         "max_errors": max_errors,
         "force": force,
-        "target_job_id": target_job_id,
+        "target_job_id": targets[0] if targets else None,
+        "targets": list(targets) or None,
         "token": token,
     }
     try:
@@ -138,9 +157,11 @@ async def create_job(
                 await conn.execute(
                     text(
                         "INSERT INTO migration_jobs (kind, dry_run, batch_size, requested_by, "
-                        "pause_ms, max_errors, force, target_job_id, run_token, heartbeat_at) "
+                        "pause_ms, max_errors, force, target_job_id, target_job_ids, run_token, "
+                        "heartbeat_at) "
                         "VALUES (:kind, :dry_run, :batch_size, :requested_by, :pause_ms, "
-                        ":max_errors, :force, :target_job_id, :token, now()) RETURNING id"
+                        ":max_errors, :force, :target_job_id, :targets, :token, now()) "
+                        "RETURNING id"
                     ),
                     params,
                 )
@@ -156,13 +177,17 @@ async def create_job(
                     for i, (s, e) in enumerate(partitions.ranges(partition_count))
                 ],
             )
-            details = {k: v for k, v in params.items() if k not in ("token", "requested_by")}
-            details["target_job_id"] = str(target_job_id) if target_job_id else None
+            details = {
+                k: v for k, v in params.items() if k not in ("token", "requested_by", "targets")
+            }
+            details["target_job_ids"] = [str(t) for t in targets]
+            details.update({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in extra.items()})
+            details["target_job_id"] = str(targets[0]) if targets else None
             await audit(conn, job_id=job_id, actor=requested_by, action="start", details=details)
-            if target_job_id is not None:
+            for target in targets:
                 await audit(
                     conn,
-                    job_id=target_job_id,
+                    job_id=target,
                     actor=requested_by,
                     action="rollback",
                     details={"rollback_job_id": str(job_id), "force": force, "dry_run": dry_run},
@@ -170,8 +195,16 @@ async def create_job(
     except IntegrityError as exc:
         if "uq_migration_jobs_one_active" not in str(exc.orig):
             raise
-        raise ActiveJobExists(await _active_job_id(conn)) from None
+        raise await _active_job(conn) from None
     return job_id, token
+
+
+async def check_rollback_targets(conn: AsyncConnection, *, targets: Sequence[uuid.UUID]) -> None:
+    """Refuse unless every target is a finished real migration job; revoke their leases."""
+    if not targets:
+        raise JobStateError("name at least one job to roll back")
+    for job_id in dict.fromkeys(targets):
+        await check_rollback_target(conn, job_id=job_id)
 
 
 async def check_rollback_target(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
@@ -341,8 +374,11 @@ async def finish(
     await _revoke_partitions(conn, job_id=job_id)
     if done.kind == "rollback" and status == "succeeded" and not done.dry_run:
         await conn.execute(
-            text("UPDATE migration_jobs SET rolled_back_by = :job_id WHERE id = :target"),
-            {"job_id": job_id, "target": done.target_job_id},
+            text(
+                "UPDATE migration_jobs SET rolled_back_by = :job_id WHERE id = ANY("
+                "  SELECT unnest(target_job_ids) FROM migration_jobs WHERE id = :job_id)"
+            ),
+            {"job_id": job_id},
         )
     if status != "succeeded":
         await audit(conn, job_id=job_id, actor="system", action=status, details={"error": error})
@@ -445,16 +481,18 @@ async def resume(
     actor: str,
     pause_ms: int | None = None,
     max_errors: int | None = None,
+    batch_size: int | None = None,
 ) -> uuid.UUID:
     """Queue a stopped job again under a new token; its cursors and counters carry on.
 
-    A new pause_ms or max_errors, when given, applies from this run on and is audited.
+    A new pause_ms, max_errors or batch_size, when given, applies from this run on and is
+    audited (batches always end at a patient boundary, so any size continues exactly).
     """
     token = uuid.uuid4()
     rollback_id = (
         await conn.execute(
             text(
-                "SELECT id FROM migration_jobs WHERE target_job_id = :job_id AND NOT dry_run "
+                "SELECT id FROM migration_jobs WHERE :job_id = ANY(target_job_ids) AND NOT dry_run "
                 "ORDER BY created_at LIMIT 1"
             ),
             {"job_id": job_id},
@@ -473,7 +511,8 @@ async def resume(
                         "UPDATE migration_jobs SET status = 'queued', run_token = :token, "
                         "error = NULL, finished_at = NULL, heartbeat_at = now(), "
                         "pause_ms = coalesce(:pause_ms, pause_ms), "
-                        "max_errors = coalesce(:max_errors, max_errors) "
+                        "max_errors = coalesce(:max_errors, max_errors), "
+                        "batch_size = coalesce(:batch_size, batch_size) "
                         f"WHERE id = :job_id AND status IN {_RESUMABLE} RETURNING id"
                     ),
                     {
@@ -481,6 +520,7 @@ async def resume(
                         "token": token,
                         "pause_ms": pause_ms,
                         "max_errors": max_errors,
+                        "batch_size": batch_size,
                     },
                 )
             ).one_or_none()
@@ -498,13 +538,13 @@ async def resume(
                 ),
                 {"job_id": job_id, "token": token},
             )
-            changes = {"pause_ms": pause_ms, "max_errors": max_errors}
+            changes = {"pause_ms": pause_ms, "max_errors": max_errors, "batch_size": batch_size}
             details = {k: v for k, v in changes.items() if v is not None}
             await audit(conn, job_id=job_id, actor=actor, action="resume", details=details)
     except IntegrityError as exc:
         if "uq_migration_jobs_one_active" not in str(exc.orig):
             raise
-        raise ActiveJobExists(await _active_job_id(conn)) from None
+        raise await _active_job(conn) from None
     return token
 
 
@@ -547,7 +587,9 @@ async def mark_stale_interrupted(conn: AsyncConnection, *, stale_after_seconds: 
 
 _JOB_SELECT = f"""
 SELECT j.*,
-       extract(epoch FROM now() - j.run_started_at) AS run_seconds,
+       greatest(extract(epoch FROM clock_timestamp() - j.run_started_at), 0) AS run_seconds,
+       greatest(extract(epoch FROM clock_timestamp() - j.heartbeat_at), 0)::float
+           AS heartbeat_age_seconds,
        {", ".join(f"coalesce(sum(p.{n}), 0)::bigint AS {n}" for n in COUNTERS)}
 FROM migration_jobs AS j
 LEFT JOIN migration_job_partitions AS p ON p.job_id = j.id
@@ -568,16 +610,41 @@ async def get_job(conn: AsyncConnection, *, job_id: uuid.UUID) -> dict | None:
     return dict(row) if row else None
 
 
-async def list_jobs(conn: AsyncConnection, *, limit: int, offset: int) -> list[dict]:
-    """Jobs, newest first."""
+def _job_filter(status: str | None, kind: str | None) -> str:
+    where = [f"j.{name} = :{name}" for name, value in (("status", status), ("kind", kind)) if value]
+    return (" WHERE " + " AND ".join(where)) if where else ""
+
+
+async def list_jobs(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    kind: str | None = None,
+) -> list[dict]:
+    """Jobs, newest first, optionally of one status and kind."""
     rows = await conn.execute(
         text(
             _JOB_SELECT
+            + _job_filter(status, kind)
             + " GROUP BY j.id ORDER BY j.created_at DESC, j.id LIMIT :limit OFFSET :offset"
         ),
-        {"limit": limit, "offset": offset},
+        {"limit": limit, "offset": offset, "status": status, "kind": kind},
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def count_jobs(
+    conn: AsyncConnection, *, status: str | None = None, kind: str | None = None
+) -> int:
+    """How many jobs list_jobs would page through."""
+    return (
+        await conn.execute(
+            text("SELECT count(*) FROM migration_jobs AS j" + _job_filter(status, kind)),
+            {"status": status, "kind": kind},
+        )
+    ).scalar_one()
 
 
 async def judged_real_run(conn: AsyncConnection) -> dict | None:
@@ -601,7 +668,7 @@ async def judged_real_run(conn: AsyncConnection) -> dict | None:
                     "JOIN migration_job_partitions AS p ON p.job_id = j.id "
                     "WHERE j.kind = 'migrate' AND NOT j.dry_run AND j.status = 'succeeded' "
                     "  AND NOT EXISTS (SELECT 1 FROM migration_jobs AS r "
-                    "                  WHERE r.target_job_id = j.id AND NOT r.dry_run) "
+                    "                  WHERE j.id = ANY(r.target_job_ids) AND NOT r.dry_run) "
                     "GROUP BY j.id ORDER BY j.finished_at DESC LIMIT 1"
                 )
             )
@@ -629,6 +696,21 @@ async def list_findings(
         await conn.execute(text(f"SELECT count(*) FROM migration_findings WHERE {where}"), params)
     ).scalar_one()
     return [dict(r) for r in rows.mappings()], total
+
+
+async def count_findings_by_reason(
+    conn: AsyncConnection, *, job_id: uuid.UUID, kind: str | None
+) -> dict[str, int]:
+    """How many recorded findings of a job there are per reason, most frequent first."""
+    where = "job_id = :job_id" + (" AND kind = :kind" if kind else "")
+    rows = await conn.execute(
+        text(
+            f"SELECT reason, count(*) FROM migration_findings WHERE {where} "
+            "GROUP BY reason ORDER BY count(*) DESC, reason"
+        ),
+        {"job_id": job_id, "kind": kind},
+    )
+    return {reason: n for reason, n in rows}
 
 
 async def list_preview(conn: AsyncConnection, *, job_id: uuid.UUID, limit: int) -> list[dict]:

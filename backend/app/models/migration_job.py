@@ -3,7 +3,18 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Text, func, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -54,6 +65,9 @@ class MigrationJob(Base):
     max_errors: Mapped[int] = mapped_column(server_default=text("1000"))
     requested_by: Mapped[str] = mapped_column(Text)
     target_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("migration_jobs.id"))
+    # Every job a rollback takes back (target_job_id is the first): one migration may have
+    # taken several jobs, e.g. a failed one and the new job that finished it.
+    target_job_ids: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(Uuid))
     rolled_back_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("migration_jobs.id"))
     # A fresh token per run: batches of a process that lost its lease no longer match it.
     run_token: Mapped[uuid.UUID | None]

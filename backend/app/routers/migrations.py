@@ -4,10 +4,11 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app import schemas
-from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, require_admin
+from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, reject_unknown_input, require_admin
 from app.jobs import engine, store
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
@@ -15,23 +16,38 @@ from app.jobs.runner import recover_stale
 router = APIRouter(
     prefix="/admin/migrations/goals",
     tags=["goal migration"],
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_admin), Depends(reject_unknown_input)],
     responses={401: {"model": schemas.Problem}, 403: {"model": schemas.Problem}},
 )
 
 DEFAULT_BATCH_SIZE = 1000
 _CONFLICT = {409: {"model": schemas.ActiveJobConflict}}
 _NOT_FOUND = {404: {"model": schemas.Problem}}
+_NEW = "A new value for the rest of the job (recorded in its audit trail)"
 
 
 async def active_job_conflict(request: Request, exc: store.ActiveJobExists) -> JSONResponse:
     """409 naming the job that holds the one-active-job guard (installed by create_app)."""
+    stale_after = request.app.state.settings.stale_after_seconds
+    age = exc.heartbeat_age_seconds
+    released_in = round(max(stale_after - age, 0), 1) if age is not None else None
+    detail = "another migration or rollback job is active"
+    if exc.active_job_id:
+        detail += f" (job {exc.active_job_id}, {exc.status})"
+    if age is not None and age > 2 * request.app.state.settings.heartbeat_seconds:
+        detail += (
+            f"; its process has not beaten for {age:.0f} s: if it is gone, the job is marked "
+            f"interrupted and released in {released_in:.0f} s"
+        )
+    conflict = schemas.ActiveJobConflict(
+        detail=detail,
+        active_job_id=exc.active_job_id,
+        active_job_status=exc.status,
+        heartbeat_age_seconds=round(age, 1) if age is not None else None,
+        released_in_seconds=released_in,
+    )
     return JSONResponse(
-        status_code=status.HTTP_409_CONFLICT,
-        content={
-            "detail": "another migration or rollback job is active",
-            "active_job_id": str(exc.active_job_id) if exc.active_job_id else None,
-        },
+        status_code=status.HTTP_409_CONFLICT, content=conflict.model_dump(mode="json")
     )
 
 
@@ -51,7 +67,7 @@ async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schem
         row = await store.get_job(conn, job_id=job_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
-    return schemas.Job.from_row(row)
+    return schemas.Job.from_row(row, stale_after_seconds=settings.stale_after_seconds)
 
 
 def _accepted(response: Response, job: schemas.Job) -> schemas.Job:
@@ -92,13 +108,20 @@ async def start_migration(
 async def list_jobs(
     conn: ConnDep,
     settings: SettingsDep,
+    status: schemas.JobStatus | None = None,
+    kind: Literal["migrate", "rollback"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ):
     async with conn.begin():
         await recover_stale(conn, settings)
-        rows = await store.list_jobs(conn, limit=limit, offset=offset)
-    return schemas.JobList(items=[schemas.Job.from_row(r) for r in rows])
+        rows = await store.list_jobs(conn, limit=limit, offset=offset, status=status, kind=kind)
+        total = await store.count_jobs(conn, status=status, kind=kind)
+    stale_after = settings.stale_after_seconds
+    return schemas.JobList(
+        items=[schemas.Job.from_row(r, stale_after_seconds=stale_after) for r in rows],
+        total=total,
+    )
 
 
 @router.get(
@@ -133,7 +156,8 @@ async def list_issues(
     items, total = await store.list_findings(
         conn, job_id=job_id, kind=kind, limit=limit, offset=offset
     )
-    return schemas.FindingList(items=items, total=total)
+    counts = await store.count_findings_by_reason(conn, job_id=job_id, kind=kind)
+    return schemas.FindingList(items=items, total=total, counts=counts)
 
 
 @router.get(
@@ -193,10 +217,103 @@ async def resume(
     runner: RunnerDep,
     conn: ConnDep,
     settings: SettingsDep,
+    pause_ms: Annotated[int | None, Query(ge=0, le=60000, description=_NEW)] = None,
+    max_errors: Annotated[int | None, Query(ge=0, le=10_000_000, description=_NEW)] = None,
+    batch_size: Annotated[int | None, Query(ge=1, le=10000, description=_NEW)] = None,
 ):
     await _job(conn, settings, job_id)
-    await runner.resume(job_id=job_id, actor=admin.sub)
+    changes = {"pause_ms": pause_ms, "max_errors": max_errors, "batch_size": batch_size}
+    await runner.resume(
+        job_id=job_id, actor=admin.sub, **{k: v for k, v in changes.items() if v is not None}
+    )
     return _accepted(response, await _job(conn, settings, job_id))
+
+
+async def _start_rollback(
+    response: Response,
+    admin: AdminUser,
+    runner: RunnerDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    *,
+    targets: list[uuid.UUID],
+    force: bool,
+    dry_run: bool,
+    batch_size: int,
+    pause_ms: int,
+) -> schemas.Job:
+    new_id = await runner.start(
+        kind="rollback",
+        dry_run=dry_run,
+        force=force,
+        batch_size=batch_size,
+        pause_ms=pause_ms,
+        targets=targets,
+        requested_by=admin.sub,
+    )
+    return _accepted(response, await _job(conn, settings, new_id))
+
+
+_ROLLBACK_DRY_RUN = "Count what would be deleted and kept (the default); false deletes"
+
+
+@router.post(
+    "/rollback",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.Job,
+    responses={**_NOT_FOUND, **_CONFLICT},
+    summary="Take back the goals of several migration jobs in one rollback (a dry run unless "
+    "dry_run=false)",
+)
+async def rollback_jobs(
+    response: Response,
+    admin: AdminUser,
+    runner: RunnerDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    jobs: Annotated[
+        str,
+        Query(
+            max_length=4000,
+            description="Comma-separated ids of the migration jobs to roll back",
+            examples=["0b9c…,5d2e…"],
+        ),
+    ],
+    force: bool = False,
+    dry_run: Annotated[bool, Query(description=_ROLLBACK_DRY_RUN)] = True,
+    batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
+    pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
+):
+    targets = _job_ids(jobs)
+    return await _start_rollback(
+        response, admin, runner, conn, settings, targets=targets, force=force,
+        dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms,
+    )  # fmt: skip
+
+
+def _job_ids(value: str) -> list[uuid.UUID]:
+    """Parse `jobs=ID,ID`; a 422 that names what is not a job id."""
+    ids, bad = [], []
+    for part in (p.strip() for p in value.split(",")):
+        try:
+            ids.append(uuid.UUID(part))
+        except ValueError:
+            bad.append(part)
+    if bad or not ids:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "uuid_parsing",
+                    "loc": ["query", "jobs"],
+                    "msg": "jobs must be comma-separated job ids"
+                    + (
+                        f"; not a job id: {', '.join(repr(b[:40]) for b in bad[:3])}" if bad else ""
+                    ),
+                    "input": None,
+                }
+            ]
+        )
+    return list(dict.fromkeys(ids))
 
 
 @router.post(
@@ -204,7 +321,8 @@ async def resume(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
     responses={**_NOT_FOUND, **_CONFLICT},
-    summary="Delete the goals this job created, keeping those changed since",
+    summary="Delete the goals this job created, keeping those changed since (a dry run unless "
+    "dry_run=false)",
 )
 async def rollback(
     job_id: uuid.UUID,
@@ -214,16 +332,12 @@ async def rollback(
     conn: ConnDep,
     settings: SettingsDep,
     force: bool = False,
-    dry_run: bool = False,
+    dry_run: Annotated[bool, Query(description=_ROLLBACK_DRY_RUN)] = True,
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
+    pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
 ):
     await _job(conn, settings, job_id)
-    new_id = await runner.start(
-        kind="rollback",
-        dry_run=dry_run,
-        force=force,
-        batch_size=batch_size,
-        target_job_id=job_id,
-        requested_by=admin.sub,
-    )
-    return _accepted(response, await _job(conn, settings, new_id))
+    return await _start_rollback(
+        response, admin, runner, conn, settings, targets=[job_id], force=force,
+        dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms,
+    )  # fmt: skip

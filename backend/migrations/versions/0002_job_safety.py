@@ -1,4 +1,4 @@
-"""count the items of failed sessions, so verification can reconcile every item
+"""job safety and operator needs: items of failed sessions, rollbacks of several jobs
 
 Revision ID: 0002
 Revises: 0001
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -17,14 +18,23 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # A constant default: PostgreSQL adds the column without rewriting the table.
+    # Constant defaults and nullable columns: PostgreSQL adds them without rewriting the table.
     op.add_column(
         "migration_job_partitions",
         sa.Column(
             "items_in_failed_sessions", sa.BigInteger(), server_default=sa.text("0"), nullable=False
         ),
     )
+    op.add_column(
+        "migration_jobs",
+        sa.Column("target_job_ids", postgresql.ARRAY(sa.Uuid()), nullable=True),
+    )
+    op.execute(
+        "UPDATE migration_jobs SET target_job_ids = ARRAY[target_job_id] "
+        "WHERE target_job_id IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("migration_jobs", "target_job_ids")
     op.drop_column("migration_job_partitions", "items_in_failed_sessions")

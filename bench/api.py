@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 
 from app import security
+from app.models.migration_job import TERMINAL_STATUSES
 from bench import activity, cpu
 from bench.server import Server, memory_mb
 
 POLL_INTERVAL = 0.1
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 PREFIX = "/admin/migrations/goals"
 
 
@@ -118,7 +118,7 @@ async def _drive(client: httpx.AsyncClient, server: Server, *, dry_run: bool, ba
     latencies: list[float] = []
     rss_max = 0.0
     next_at = time.monotonic()
-    while job["status"] not in TERMINAL:
+    while job["status"] not in TERMINAL_STATUSES:
         next_at += POLL_INTERVAL
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         server.check_alive()
@@ -128,7 +128,7 @@ async def _drive(client: httpx.AsyncClient, server: Server, *, dry_run: bool, ba
         if response.status_code != 200:
             raise JobFailed(f"GET job: {response.status_code} {response.text}")
         job = response.json()
-        if job["status"] not in TERMINAL:
+        if job["status"] not in TERMINAL_STATUSES:
             latencies.append(latency)  # the bar is for polls while the job runs
         rss_max = max(rss_max, memory_mb(server.pid)["VmRSS"])
     wall = time.perf_counter() - started

@@ -8,11 +8,9 @@ from pydantic import BaseModel, Field
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import ROLLBACK_STAT_NAMES
-from app.models.migration_job import ACTIVE_STATUSES, RUNNING_STATUSES
+from app.models.migration_job import ACTIVE_STATUSES, JOB_STATUSES, RUNNING_STATUSES
 
-JobStatus = Literal[
-    "queued", "running", "cancelling", "cancelled", "succeeded", "failed", "interrupted"
-]
+JobStatus = Literal[JOB_STATUSES]
 
 
 class MigrateProgress(BaseModel):

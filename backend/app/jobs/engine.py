@@ -7,9 +7,11 @@ item index) order. That is what lets a dry run predict a real run without rememb
 "would have created" in earlier batches, and what lets two partitions of the patient space run
 side by side on both cores.
 
-A real batch commits all its sessions together. If its statement fails, the batch is replayed
-in one transaction with a savepoint per session, in processing order, so only the sessions that
-fail are rolled back: the observable result is that of one transaction per session.
+A real batch commits all its sessions together. If its statement fails because of one session's
+data (errors.py), the batch is replayed in one transaction with a savepoint per session, in
+processing order, so only the sessions that fail are rolled back: the observable result is that
+of one transaction per session. Any other failure propagates to the runner, which retries the
+whole batch (transient) or ends the job.
 """
 
 import uuid

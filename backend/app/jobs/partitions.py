@@ -5,10 +5,18 @@ import uuid
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
 
 
-def ranges(count: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """`count` inclusive (start, end) ranges covering every uuid exactly once."""
-    step = (1 << 128) // count
-    bounds = [i * step for i in range(count)] + [1 << 128]
+def ranges(
+    count: int, *, lo: uuid.UUID | None = None, hi: uuid.UUID | None = None
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """`count` inclusive (start, end) ranges covering every uuid exactly once.
+
+    The split points divide lo..hi (default: the whole space) evenly; the first range still
+    starts at the smallest uuid and the last ends at the largest, so nothing is left out.
+    """
+    low = lo.int if lo is not None else 0
+    span = (hi.int if hi is not None else MAX_UUID.int) - low + 1
+    cuts = [low + span * i // count for i in range(1, count)]
+    bounds = [0, *cuts, 1 << 128]
     return [(uuid.UUID(int=bounds[i]), uuid.UUID(int=bounds[i + 1] - 1)) for i in range(count)]
 
 

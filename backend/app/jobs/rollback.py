@@ -68,6 +68,29 @@ async def count_goals(conn: AsyncConnection, *, targets: list[uuid.UUID]) -> int
     ).scalar_one()
 
 
+async def goal_span(
+    conn: AsyncConnection, *, targets: list[uuid.UUID]
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The smallest and largest id among the targets' goals, to share out between partitions.
+
+    Migrated goal ids are time-ordered (engine.UUID7), so they all sit in a narrow band of the
+    uuid space: split evenly over the whole space, one partition would get every goal.
+    """
+    row = (
+        await conn.execute(
+            # min() and max() take no uuid; the (source_job_id, id) index answers these two.
+            text(
+                "SELECT (SELECT id FROM treatment_goals WHERE source_job_id = ANY(:targets) "
+                "        ORDER BY id LIMIT 1), "
+                "       (SELECT id FROM treatment_goals WHERE source_job_id = ANY(:targets) "
+                "        ORDER BY id DESC LIMIT 1)"
+            ),
+            {"targets": targets},
+        )
+    ).one()
+    return (row[0], row[1]) if row[0] is not None else None
+
+
 async def run_batch(
     conn: AsyncConnection,
     *,

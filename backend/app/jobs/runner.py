@@ -420,6 +420,7 @@ async def create_job(
         await recover_stale(conn, settings)
         if params.get("kind") == "rollback":
             await store.check_rollback_targets(conn, targets=params["targets"])
+            params["split"] = await rollback.goal_span(conn, targets=params["targets"])
         return await store.create_job(conn, **params)
 
 

@@ -125,6 +125,7 @@ async def create_job(
     batch_size: int,
     requested_by: str,
     partition_count: int,
+    split: tuple[uuid.UUID, uuid.UUID] | None = None,
     pause_ms: int = 0,
     max_errors: int = 1000,
     force: bool = False,
@@ -133,7 +134,8 @@ async def create_job(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """Insert a queued job and its partitions; return (job id, run token).
 
-    `targets` are the jobs a rollback takes back. `extra` parameters are only audited.
+    `targets` are the jobs a rollback takes back. `split` is the span of keys the partitions
+    share out evenly (default: the whole uuid space). `extra` parameters are only audited.
 
     The partial unique index on active jobs makes this the single point where two admins,
     workers or replicas race: exactly one insert wins, the rest get ActiveJobExists.
@@ -174,7 +176,11 @@ async def create_job(
                 ),
                 [
                     {"job_id": job_id, "partition": i, "start": s, "end": e, "token": token}
-                    for i, (s, e) in enumerate(partitions.ranges(partition_count))
+                    for i, (s, e) in enumerate(
+                        partitions.ranges(partition_count, lo=split[0], hi=split[1])
+                        if split
+                        else partitions.ranges(partition_count)
+                    )
                 ],
             )
             details = {

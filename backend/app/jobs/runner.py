@@ -302,15 +302,27 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
     step = _migrate_batch if job["kind"] == "migrate" else _rollback_batch
     kept = {"findings": part.findings_stored, "preview": part.preview_stored}
     cursor = part.cursor
+    in_doubt = False  # a failed attempt may have committed after all (its COMMIT's answer lost)
 
     async def one_batch() -> _Batch:
+        nonlocal cursor, in_doubt
         # One transaction: the batch's rows, its counters and cursor, and the lease check.
         async with db.connect() as conn, conn.begin():
-            return await step(conn, run, part, lo, kept)
+            if in_doubt:
+                # Continue from what the database holds, not from what this process believes.
+                saved = await store.load_partition(conn, job_id=job["id"], partition=part.number)
+                if saved.done:
+                    return _Batch(None, "running")
+                cursor = saved.cursor
+                kept.update(findings=saved.findings_stored, preview=saved.preview_stored)
+            in_doubt = True
+            lo = part.range_start if cursor is None else partitions.after(cursor)
+            batch = await step(conn, run, part, lo, kept)
+        in_doubt = False
+        return batch
 
     try:
         while not run.stop.is_set():
-            lo = part.range_start if cursor is None else partitions.after(cursor)
             batch = await _retrying(settings, run, one_batch)
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed

@@ -270,17 +270,25 @@ async def set_total(conn: AsyncConnection, *, job_id: uuid.UUID, total: int) -> 
     )
 
 
+_PARTITION_SELECT = (
+    "SELECT partition, range_start, range_end, cursor, done, findings_stored, preview_stored "
+    "FROM migration_job_partitions WHERE job_id = :job_id"
+)
+
+
 async def load_partitions(conn: AsyncConnection, *, job_id: uuid.UUID) -> list[Partition]:
     """The job's partitions, in order."""
-    rows = await conn.execute(
-        text(
-            "SELECT partition, range_start, range_end, cursor, done, findings_stored, "
-            "preview_stored FROM migration_job_partitions WHERE job_id = :job_id "
-            "ORDER BY partition"
-        ),
-        {"job_id": job_id},
-    )
+    rows = await conn.execute(text(_PARTITION_SELECT + " ORDER BY partition"), {"job_id": job_id})
     return [Partition(*row) for row in rows]
+
+
+async def load_partition(conn: AsyncConnection, *, job_id: uuid.UUID, partition: int) -> Partition:
+    """One partition as the database holds it now."""
+    row = await conn.execute(
+        text(_PARTITION_SELECT + " AND partition = :partition"),
+        {"job_id": job_id, "partition": partition},
+    )
+    return Partition(*row.one())
 
 
 async def save_progress(

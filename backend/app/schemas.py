@@ -47,6 +47,17 @@ class RollbackStats(BaseModel):
     goals_kept_modified: int = Field(description="Kept because changed since migrated")
 
 
+class Prediction(BaseModel):
+    dry_run_id: uuid.UUID = Field(description="The dry run this real run was confirmed from")
+    predicted: MigrateStats
+    matched: bool | None = Field(
+        description="Whether the run's statistics equal the dry run's; null until it succeeded"
+    )
+    differences: dict[str, int] | None = Field(
+        description="Actual minus predicted, per statistic that differs; null until it succeeded"
+    )
+
+
 class Job(BaseModel):
     id: uuid.UUID
     kind: Literal["migrate", "rollback"]
@@ -75,6 +86,8 @@ class Job(BaseModel):
     progress: MigrateProgress | RollbackProgress
     stats: MigrateStats | RollbackStats
     error: str | None
+    confirmed_from: uuid.UUID | None = None
+    prediction: Prediction | None = None
 
     @classmethod
     def from_row(cls, row: dict, *, stale_after_seconds: float = 30.0) -> "Job":

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app import schemas
 from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, reject_unknown_input, require_admin
-from app.jobs import engine, store
+from app.jobs import engine, prediction, store
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
 
@@ -65,9 +65,10 @@ async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schem
     async with conn.begin():
         await recover_stale(conn, settings)
         row = await store.get_job(conn, job_id=job_id)
+        rows = await prediction.annotate(conn, [row] if row else [])
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
-    return schemas.Job.from_row(row, stale_after_seconds=settings.stale_after_seconds)
+    return schemas.Job.from_row(rows[0], stale_after_seconds=settings.stale_after_seconds)
 
 
 def _accepted(response: Response, job: schemas.Job) -> schemas.Job:
@@ -92,7 +93,19 @@ async def start_migration(
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
     max_errors: Annotated[int, Query(ge=0, le=10_000_000)] = 1000,
+    confirmed_from: Annotated[
+        uuid.UUID | None,
+        Query(description="The succeeded dry run this real run was confirmed from"),
+    ] = None,
 ):
+    if confirmed_from is not None:
+        if dry_run:
+            raise HTTPException(422, detail="confirmed_from applies to a real run (dry_run=false)")
+        try:
+            async with conn.begin():
+                await prediction.check_source(conn, job_id=confirmed_from)
+        except prediction.InvalidSource as exc:
+            raise HTTPException(422, detail=str(exc)) from None
     job_id = await runner.start(
         kind="migrate",
         dry_run=dry_run,
@@ -100,6 +113,8 @@ async def start_migration(
         pause_ms=pause_ms,
         max_errors=max_errors,
         requested_by=admin.sub,
+        # kept in the start audit entry, where prediction.annotate finds it
+        **({"confirmed_from": confirmed_from} if confirmed_from else {}),
     )
     return _accepted(response, await _job(conn, settings, job_id))
 
@@ -116,6 +131,7 @@ async def list_jobs(
     async with conn.begin():
         await recover_stale(conn, settings)
         rows = await store.list_jobs(conn, limit=limit, offset=offset, status=status, kind=kind)
+        rows = await prediction.annotate(conn, rows)
         total = await store.count_jobs(conn, status=status, kind=kind)
     stale_after = settings.stale_after_seconds
     return schemas.JobList(

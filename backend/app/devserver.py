@@ -18,7 +18,7 @@ import uvicorn
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from app import demo, embedded, security
+from app import admin_page, demo, embedded, security
 from app.config import BACKEND_DIR, ENV_FILE, ConfigError, load_settings
 from app.db import alembic_config
 
@@ -85,13 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         ttl_seconds=8 * 3600,
     )
     base = f"http://{HOST}:{args.port}"
-    from app.main import STATIC_DIR, create_app
+    from app.main import create_app
 
-    page = f"  Admin page:  {base}/admin/ui/\n" if (STATIC_DIR / "index.html").exists() else ""
     print(
         "\n"
+        f"  Admin page:  {base}{admin_page.PAGE_PATH}\n"
         f"  API docs:    {base}/docs\n"
-        f"{page}"
         f"  Admin token (8 h):\n    {token}\n\n"
         f'  try: curl -X POST -H "Authorization: Bearer $TOKEN" '
         f'"{base}/admin/migrations/goals?dry_run=true"\n'

@@ -7,13 +7,12 @@ uvicorn starts; a missing or bad setting then ends the start with one clear mess
 import logging
 import sys
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 
+from app import admin_page
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
 from app.jobs import errors, store
@@ -21,7 +20,6 @@ from app.jobs.runner import JobRunner, recover_stale
 from app.routers import migrations
 
 log = logging.getLogger("app")
-STATIC_DIR = Path(__file__).parent / "static"
 
 
 def _configure_logging() -> None:
@@ -67,8 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(store.ActiveJobExists, migrations.active_job_conflict)
     app.add_exception_handler(store.JobStateError, migrations.job_state_conflict)
     app.add_exception_handler(store.JobNotFound, migrations.job_not_found)
-    if STATIC_DIR.is_dir():
-        app.mount("/admin/ui", StaticFiles(directory=STATIC_DIR, html=True), name="admin-ui")
+    admin_page.mount(app)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(OSError)

@@ -1,0 +1,190 @@
+// One job's page: its live box, its settings, and for a migration the goals it would create, its
+// invalid items and failed sessions; its audit trail; and for a finished real run, the undo.
+
+import { confirmAction, errorBox, whileBusy } from "./components.js";
+import { between, clear, duration, h, jobLink, num, plural, setText, shortId, when } from "./dom.js";
+import { createJobBox, isActive, jobLabel } from "./jobbox.js";
+import { auditTable, failedTable, invalidTable, previewTable } from "./tables.js";
+
+const DETAILS = [
+  ["requested_by", "Started by", (j) => j.requested_by],
+  ["created_at", "Created", (j) => when(j.created_at)],
+  ["started_at", "Started", (j) => when(j.started_at)],
+  ["finished_at", "Finished", (j) => when(j.finished_at)],
+  ["took", "Took", (j) => (j.started_at ? duration(between(j.started_at, j.finished_at)) : "—")],
+  ["batch_size", "Batch size", (j) => num(j.batch_size)],
+  ["pause_ms", "Pause between batches", (j) => `${num(j.pause_ms)} ms`],
+  ["max_errors", "Stop after failed sessions", (j) => num(j.max_errors)],
+];
+const LINKS = [
+  ["target_job_id", "Rolls back"],
+  ["rolled_back_by", "Rolled back by"],
+  ["confirmed_from", "Confirmed from dry run"],
+];
+
+function undoSection(api, target, onDone) {
+  const preview = h("button", { type: "button", class: "secondary", id: "preview-rollback" }, "Preview rollback");
+  const commit = h("button", { type: "button", class: "danger", id: "run-rollback", hidden: true }, "Roll back");
+  const outcome = h("p", { class: "outcome", hidden: true });
+  const errors = errorBox();
+  const box = createJobBox({ api, name: "rollback", onEnd: ended });
+  let previewed = null;
+
+  function ended(job) {
+    if (job.status !== "succeeded") return;
+    const s = job.stats;
+    outcome.hidden = false;
+    if (job.dry_run) {
+      previewed = job;
+      clear(outcome).append(`The preview says: delete ${plural(s.goals_deleted, "goal", "goals")} this run created, and keep ${plural(s.goals_kept_modified, "goal", "goals")} that clinicians have changed since.`);
+      commit.textContent = `Delete ${plural(s.goals_deleted, "goal", "goals")}…`;
+      commit.hidden = false;
+    } else {
+      clear(outcome).append(`Rolled back: ${plural(s.goals_deleted, "goal", "goals")} deleted, ${plural(s.goals_kept_modified, "goal", "goals")} kept because clinicians changed them.`);
+      commit.hidden = true;
+      preview.hidden = true;
+      onDone();
+    }
+  }
+
+  preview.addEventListener("click", () =>
+    whileBusy(preview, async () => {
+      errors.clear();
+      outcome.hidden = true;
+      commit.hidden = true;
+      try {
+        box.watch(await api.rollback(target.id, true));
+      } catch (error) {
+        errors.show(error);
+      }
+    }),
+  );
+  commit.addEventListener("click", () => {
+    if (!previewed) return;
+    const s = previewed.stats;
+    confirmAction({
+      title: "Roll back this migration?",
+      body: h(
+        "div",
+        { class: "dialog-body" },
+        h("p", {}, `This deletes ${plural(s.goals_deleted, "goal", "goals")} that job ${shortId(target.id)} created and nobody has changed since.`),
+        h("p", {}, `${plural(s.goals_kept_modified, "goal", "goals")} that clinicians changed are kept. The numbers come from rollback preview ${shortId(previewed.id)}; if goals changed since, the rollback's own numbers will say so.`),
+      ),
+      confirmLabel: `Delete ${plural(s.goals_deleted, "goal", "goals")}`,
+      danger: true,
+      action: async () => {
+        errors.clear();
+        commit.hidden = true;
+        outcome.hidden = true;
+        box.watch(await api.rollback(target.id, false));
+      },
+    });
+  });
+
+  const el = h(
+    "section",
+    { class: "card", "aria-labelledby": "undo-h" },
+    h("h2", { id: "undo-h" }, "Undo this run"),
+    h("p", {}, "A rollback deletes the goals this run created, except those that clinicians have changed since: those are kept. Preview it first; it runs as its own job."),
+    h("div", { class: "actions" }, preview, commit),
+    errors.el,
+    box.el,
+    outcome,
+  );
+  return { el, stop: () => box.stop() };
+}
+
+export function jobView({ api }, id) {
+  const heading = h("h1", { tabindex: "-1" }, `Job ${shortId(id)}`);
+  const fullId = h("p", { class: "lede mono" }, id);
+  const errors = errorBox();
+  const details = h("dl", { class: "details" });
+  const values = {};
+  for (const [key, label] of [...DETAILS, ...LINKS]) {
+    values[key] = h("dd", {});
+    details.append(h("div", { "data-detail": key }, h("dt", {}, label), values[key]));
+  }
+  const extra = h("div", { class: "job-sections" });
+  let undo = null;
+  let sectionsFor = "";
+  let tables = [];
+
+  const box = createJobBox({
+    api,
+    onUpdate(job) {
+      showDetails(job);
+      if (sectionsFor === "" && isActive(job)) showSections(job);
+    },
+    onEnd: (job) => showSections(job),
+  });
+  const el = h(
+    "div",
+    { class: "view" },
+    heading,
+    fullId,
+    errors.el,
+    h("section", { class: "card", "aria-label": "Status" }, box.el, details),
+    extra,
+  );
+
+  function showDetails(job) {
+    setText(heading, `${jobLabel(job)} ${shortId(job.id)}`);
+    document.title = `${jobLabel(job)} ${shortId(job.id)} · Goal migration`;
+    for (const [key, , value] of DETAILS) setText(values[key], value(job));
+    for (const [key] of LINKS) {
+      const ref = job[key] || null;
+      if (values[key].dataset.ref !== String(ref)) {
+        values[key].dataset.ref = String(ref);
+        clear(values[key]).append(ref ? jobLink(ref) : "—");
+      }
+      values[key].parentElement.hidden = !ref;
+    }
+  }
+
+  function showSections(job) {
+    const key = isActive(job) ? "active" : job.status;
+    if (key === sectionsFor) {
+      for (const table of tables) table.reload();
+      return;
+    }
+    sectionsFor = key;
+    if (undo) undo.stop();
+    undo = null;
+    tables = [];
+    clear(extra);
+    const titled = [];
+    if (job.kind === "migrate") {
+      if (!job.dry_run && !isActive(job) && !job.rolled_back_by) {
+        undo = undoSection(api, job, () => reload());
+        extra.append(undo.el);
+      }
+      if (job.dry_run && job.status === "succeeded") titled.push(["Goals it would create", previewTable(api, job)]);
+      titled.push(["Failed sessions", failedTable(api, job)], ["Invalid items", invalidTable(api, job)]);
+    }
+    titled.push(["Audit trail", auditTable(api, job)]);
+    for (const [title, table] of titled) {
+      extra.append(h("section", { class: "card", "aria-label": title }, table.el));
+      table.first();
+      tables.push(table);
+    }
+  }
+
+  async function reload() {
+    try {
+      box.watch(await api.job(id));
+    } catch (error) {
+      errors.show(error);
+    }
+  }
+
+  reload();
+  return {
+    el,
+    heading,
+    title: `Job ${shortId(id)}`,
+    stop() {
+      box.stop();
+      if (undo) undo.stop();
+    },
+  };
+}

@@ -94,9 +94,7 @@ async def test_confirmed_from_must_be_a_succeeded_dry_run(client, database_url):
     stopped = stopped.json()
     assert (await client.post(f"{BASE}/{stopped['id']}/cancel")).status_code == 202
     assert (await wait_for(client, stopped["id"]))["status"] == "cancelled"
-    response = await client.post(
-        BASE, params={"dry_run": "false", "confirmed_from": stopped["id"]}
-    )
+    response = await client.post(BASE, params={"dry_run": "false", "confirmed_from": stopped["id"]})
     assert response.status_code == 409
     assert response.json()["detail"] == (
         f"confirmed_from: dry run {stopped['id']} is cancelled; only a succeeded dry run "

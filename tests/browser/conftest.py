@@ -24,10 +24,6 @@ from app.main import create_app
 from tests.conftest import SECRET, drop_database, new_database
 
 CHROMIUM = shutil.which("chromium")
-SKIP_REASON = (
-    "browser tests need Debian's chromium (apt-get install chromium) and the playwright "
-    "package (the dev extra); not found here"
-)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 API = "/admin/migrations/goals"
 VIEWPORT = {"width": 1280, "height": 860}
@@ -44,8 +40,35 @@ CHROMIUM_ARGS = [
 
 try:
     from playwright.sync_api import expect, sync_playwright
-except ImportError:  # the dev extra is not installed: the browser fixture skips
+except ImportError:  # the dev extra is not installed
     expect = sync_playwright = None
+if CHROMIUM is None:
+    SKIP_REASON = "no chromium on PATH (apt-get install chromium; .ci/run installs it)"
+elif sync_playwright is None:
+    SKIP_REASON = "the playwright package is missing (pip install -e '.[dev]')"
+else:
+    SKIP_REASON = ""
+_SKIPPED = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without chromium, leave these tests out; pytest_terminal_summary says why, once."""
+    if not SKIP_REASON:
+        return
+    here = Path(__file__).parent
+    skipped = [item for item in items if here in item.path.parents]
+    if skipped:
+        items[:] = [item for item in items if item not in skipped]
+        config.hook.pytest_deselected(items=skipped)
+        config.stash[_SKIPPED] = len(skipped)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.stash.get(_SKIPPED, 0):
+        terminalreporter.write_line(
+            f"SKIPPED {config.stash[_SKIPPED]} browser tests of the admin page: {SKIP_REASON}",
+            yellow=True,
+        )
 
 
 def in_thread(function, *args, **kwargs):
@@ -102,8 +125,6 @@ class LiveServer:
 
 @pytest.fixture(scope="package")
 def browser():
-    if CHROMIUM is None or sync_playwright is None:
-        pytest.skip(SKIP_REASON)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

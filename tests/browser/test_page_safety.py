@@ -11,7 +11,15 @@ import asyncpg
 import pytest
 
 from app import security
-from tests.browser.conftest import API, expect, mint, run_async, sign_in
+from tests.browser.conftest import (
+    API,
+    assert_accessible,
+    expect,
+    mint,
+    run_async,
+    screenshot,
+    sign_in,
+)
 
 MARKUP = [
     '<img src=x onerror="window.__xss=1">',
@@ -150,6 +158,8 @@ def test_polling_never_resets_what_the_admin_types(page, server):
     expect(field).to_have_value("250")
     expect(field).to_be_focused()
     expect(page.locator("details.options")).to_have_attribute("open", "")
+    assert_accessible(page, "a dry run running")
+    screenshot(page, "running")
     box.get_by_role("button", name="Cancel job").click()
     expect(box).to_have_attribute("data-status", "cancelled")
     expect(field).to_have_value("250")

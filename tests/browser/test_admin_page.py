@@ -50,10 +50,10 @@ def test_preview_confirm_run_history_undo_verify(page, server):
     )
     nav(page, "Migrate")
 
-    # Preview: a throttled dry run (its pauses alone outlast the first poll, a second after the
-    # start), so its progress is seen while it runs.
+    # Preview: a throttled dry run (its pauses alone, about 3 s, outlast the first poll a second
+    # after the start), so its progress is seen while it runs.
     page.locator("summary", has_text="Options").click()
-    page.get_by_label("Batch size").fill("20")
+    page.get_by_label("Batch size").fill("10")
     page.get_by_label("Pause between batches (ms)").fill("300")
     page.evaluate(
         """() => { window.seenPercents = [];
@@ -64,7 +64,7 @@ def test_preview_confirm_run_history_undo_verify(page, server):
     page.get_by_role("button", name="Start dry run").dblclick()  # one job, not two
     expect(page.locator(".job[data-status]").first).to_be_visible()
     [dry] = jobs(api)
-    assert dry["dry_run"] is True and dry["batch_size"] == 20 and dry["pause_ms"] == 300
+    assert dry["dry_run"] is True and dry["batch_size"] == 10 and dry["pause_ms"] == 300
     dry_box = page.locator(f'.job[data-job-id="{dry["id"]}"]')
     expect(dry_box.locator(".job-status")).to_have_text(re.compile("Dry run finished"))
     seen = page.evaluate("window.seenPercents")

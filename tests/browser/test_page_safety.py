@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from app import security
+from app.db import create_engine
+from app.jobs import runner
 from tests.browser.conftest import (
     API,
     assert_accessible,
@@ -97,8 +100,9 @@ def test_second_tab_gets_409_with_a_link_to_the_active_job(context, server):
         sign_in(tab, server)  # each tab has its own sessionStorage
     first.bring_to_front()
     first.locator("summary", has_text="Options").click()
-    first.get_by_label("Batch size").fill("20")
-    first.get_by_label("Pause between batches (ms)").fill("250")
+    # About 3 s of pauses alone: still active when the second tab asks and when it cancels.
+    first.get_by_label("Batch size").fill("10")
+    first.get_by_label("Pause between batches (ms)").fill("300")
     first.get_by_role("button", name="Start dry run").click()
     expect(first.locator(".job[data-box=dry-run]")).to_have_attribute(
         "data-status", re.compile("queued|running")
@@ -139,8 +143,9 @@ def test_polling_never_resets_what_the_admin_types(page, server):
         "request", lambda r: polls.append(r.url) if re.search(r"/goals/[\w-]{36}$", r.url) else None
     )
     page.locator("summary", has_text="Options").click()
-    page.get_by_label("Batch size").fill("10")
-    page.get_by_label("Pause between batches (ms)").fill("400")
+    # About 9 s of pauses alone, far longer than the test watches it; it is cancelled at the end.
+    page.get_by_label("Batch size").fill("5")
+    page.get_by_label("Pause between batches (ms)").fill("500")
     page.get_by_role("button", name="Start dry run").click()
     box = page.locator(".job[data-box=dry-run]")
     expect(box).to_have_attribute("data-status", "running")
@@ -168,7 +173,7 @@ def test_polling_never_resets_what_the_admin_types(page, server):
 def test_expired_or_refused_token_asks_again_and_clears_storage(page, server):
     message = page.locator("#signin-message")
     stored = "sessionStorage.length"
-    sign_in(page, server, mint(ttl=3))
+    sign_in(page, server, mint(ttl=4))
     assert page.evaluate(stored) == 1
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=10_000)
     expect(message).to_contain_text("Your token expired at")
@@ -199,3 +204,43 @@ def test_expired_or_refused_token_asks_again_and_clears_storage(page, server):
     expect(message).to_contain_text("Signed out")
     assert page.evaluate(stored) == 0
     assert page.context.cookies() == []
+
+
+async def _orphan_job(settings) -> str:
+    """A queued job whose process died before running it: created, never claimed, its
+    heartbeat 20 s old (the stale timeout in tests is 30 s)."""
+    db = create_engine(settings)
+    try:
+        job_id, _ = await runner.create_job(
+            db, settings, kind="migrate", dry_run=True, batch_size=100, requested_by="cli"
+        )
+        async with db.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE migration_jobs SET heartbeat_at = now() - interval '20 seconds' "
+                    "WHERE id = :id"
+                ),
+                {"id": job_id},
+            )
+        return str(job_id)
+    finally:
+        await db.dispose()
+
+
+def test_a_stuck_job_is_explained_with_the_way_out(page, server, settings):
+    sign_in(page, server)
+    orphan = run_async(_orphan_job, settings)  # after this page loaded: it does not know yet
+    page.get_by_role("button", name="Start dry run").click()
+    alert = page.get_by_role("alert").filter(has_text="another migration or rollback job")
+    expect(alert).to_contain_text("Its last heartbeat was 20 s ago")
+    expect(alert).to_contain_text("it is released in about 10 s")
+    alert.get_by_role("link", name=f"Open the active job {orphan[:8]}").click()
+    box = page.locator(f'.job[data-job-id="{orphan}"]')
+    expect(box.locator(".job-status")).to_have_text("Dry run queued")
+    note = box.locator(".job-note")
+    expect(note).to_contain_text("not picked up: the process that started it may have stopped")
+    expect(note).to_contain_text("then Resume it")
+    box.get_by_role("button", name="Cancel job").click()
+    expect(box).to_have_attribute("data-status", "cancelled")
+    expect(box.get_by_role("button", name="Resume job")).to_be_visible()
+    expect(box.get_by_role("button", name="Cancel job")).to_be_hidden()

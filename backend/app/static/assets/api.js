@@ -7,7 +7,8 @@ export class ApiError extends Error {
   constructor(status, message, body = null) {
     super(message);
     this.status = status;
-    this.activeJobId = body && typeof body.active_job_id === "string" ? body.active_job_id : null;
+    this.body = body || {};
+    this.activeJobId = typeof this.body.active_job_id === "string" ? this.body.active_job_id : null;
   }
 
   get authFailure() {

@@ -1,6 +1,9 @@
 // The few pieces every view uses: an error box, a busy button, a paged table, a confirmation.
 
-import { clear, h, num, shortId } from "./dom.js";
+import { clear, duration, h, num, shortId } from "./dom.js";
+
+// A job without a heartbeat for this long is worth a word; the API decides when it is stale.
+export const STALLED_AFTER_SECONDS = 10;
 
 export function errorBox() {
   const el = h("div", { class: "error", role: "alert", hidden: true });
@@ -23,6 +26,13 @@ export function errorBox() {
             " to watch, cancel or resume it.",
           ),
         );
+        const age = error.body.heartbeat_age_seconds;
+        const release = error.body.released_in_seconds;
+        if (typeof age === "number" && age > STALLED_AFTER_SECONDS && typeof release === "number") {
+          el.append(
+            h("p", {}, `Its last heartbeat was ${duration(age)} ago: if its process is gone, it is released in about ${duration(release)}.`),
+          );
+        }
       }
       el.hidden = false;
     },

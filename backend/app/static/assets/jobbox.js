@@ -1,13 +1,12 @@
 // One job, watched: status, a <progress> bar, the figures, the statistics, what to do when it is
 // stuck, and Cancel / Resume. Polling updates text in place, so nothing around it moves or resets.
 
-import { errorBox, whileBusy } from "./components.js";
+import { errorBox, STALLED_AFTER_SECONDS, whileBusy } from "./components.js";
 import { between, clear, duration, h, jobLink, num, percent, plural, setText, when } from "./dom.js";
 import { poll } from "./poll.js";
 
 const ACTIVE = new Set(["queued", "running", "cancelling"]);
 const RESUMABLE = new Set(["cancelled", "interrupted", "failed"]);
-const STALLED_AFTER_SECONDS = 10;
 
 export const isActive = (job) => ACTIVE.has(job.status);
 
@@ -67,15 +66,8 @@ export function statusText(job) {
 }
 
 function releaseHint(job) {
-  // The API may say when a job whose process stopped is released; show it if it does.
-  for (const [key, value] of Object.entries(job)) {
-    if (!key.includes("releas") || value === null || value === undefined) continue;
-    if (typeof value === "number") return ` It is released in about ${duration(value)}.`;
-    if (typeof value === "string") {
-      return Number.isNaN(Date.parse(value)) ? ` ${value}` : ` It is released at ${when(value)}.`;
-    }
-  }
-  return "";
+  const release = job.released_in_seconds;
+  return typeof release === "number" ? ` That happens in about ${duration(release)} unless a heartbeat comes.` : "";
 }
 
 export function explanation(job) {

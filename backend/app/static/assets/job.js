@@ -132,12 +132,13 @@ export function jobView({ api }, id) {
     document.title = `${jobLabel(job)} ${shortId(job.id)} · Goal migration`;
     for (const [key, , value] of DETAILS) setText(values[key], value(job));
     for (const [key] of LINKS) {
-      const ref = job[key] || null;
-      if (values[key].dataset.ref !== String(ref)) {
-        values[key].dataset.ref = String(ref);
-        clear(values[key]).append(ref ? jobLink(ref) : "—");
+      // A rollback may take back several jobs (target_job_ids); older APIs name one.
+      const refs = key === "target_job_id" && job.target_job_ids ? job.target_job_ids : [job[key]].filter(Boolean);
+      if (values[key].dataset.refs !== refs.join()) {
+        values[key].dataset.refs = refs.join();
+        clear(values[key]).append(refs.flatMap((ref, i) => (i ? [", ", jobLink(ref)] : [jobLink(ref)])));
       }
-      values[key].parentElement.hidden = !ref;
+      values[key].parentElement.hidden = refs.length === 0;
     }
   }
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import backup, migrate, output
+from app.cli import backup, common, migrate, output
 from app.cli.common import CliError, describe_database, where
+from app.config import Settings
 
 SESSION = "11111111-1111-1111-1111-111111111111"
 PATIENT = "22222222-2222-2222-2222-222222222222"
@@ -304,3 +305,24 @@ def test_operator_verbs_take_no_run_options(argv):
     with pytest.raises(SystemExit) as exit_:
         migrate.parse_args(argv)
     assert exit_.value.code == 2
+
+
+def test_without_database_url_next_to_make_run_the_error_says_what_to_source(
+    tmp_path, monkeypatch, capsys
+):
+    empty = tmp_path / "backend.env"
+    empty.write_text("")
+    monkeypatch.setitem(Settings.model_config, "env_file", empty)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    made_by_make_run = tmp_path / "env"
+    monkeypatch.setattr(common, "MAKE_RUN_ENV", made_by_make_run)
+    assert migrate.main(["--dry-run"]) == 2
+    assert "make run" not in capsys.readouterr().err
+
+    made_by_make_run.write_text("export TOKEN=x\n")
+    assert migrate.main(["--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "DATABASE_URL not found in environment",
+        f"make run is serving a database: source {made_by_make_run} (or set DATABASE_URL in the "
+        "environment or in backend/.env)",
+    ]

@@ -258,6 +258,7 @@ class Command:
             if args.rollback:
                 self.target = await resolve(conn, args.rollback)
                 try:
+                    # Its lease revocation rolls back with this connection; create_job redoes it.
                     await store.check_rollback_target(conn, job_id=self.target)
                 except store.JobNotFound:
                     raise CliError(f"no job with id {self.target}") from None

@@ -246,8 +246,8 @@ def status_text(job: dict[str, Any]) -> str:
     return "rolled back" if job.get("rolled_back_by") else job["status"]
 
 
-def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _when(value: datetime | None, zone: str = "") -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + zone if value else "-"
 
 
 def _kind(job: dict[str, Any]) -> str:
@@ -297,14 +297,15 @@ def job_details(job: dict[str, Any], now: datetime | None = None) -> list[str]:
         f"Kind: {_kind(job)}",
         f"Status: {status}",
         f"Requested By: {truncate(job['requested_by'])}",
-        f"Created: {_when(job['created_at'])} UTC",
-        f"Started: {_when(job['started_at'])}",
-        f"Finished: {_when(job['finished_at'])}",
+        f"Created: {_when(job['created_at'], ' UTC')}",
+        f"Started: {_when(job['started_at'], ' UTC')}",
+        f"Finished: {_when(job['finished_at'], ' UTC')}",
         f"Progress: {_progress(job)} {unit_of(job)} processed",
     ]
     if job["status"] in ("queued", "running", "cancelling") and job["heartbeat_at"]:
         age = ((now or datetime.now(UTC)) - job["heartbeat_at"]).total_seconds()
-        lines.append(f"Last Heartbeat: {_when(job['heartbeat_at'])} UTC ({max(age, 0):.0f} s ago)")
+        beat = _when(job["heartbeat_at"], " UTC")
+        lines.append(f"Last Heartbeat: {beat} ({max(age, 0):.0f} s ago)")
     if job["error"]:
         lines.append(f"Error: {_printable(job['error'])}")
     summary = migration_summary if job["kind"] == "migrate" else rollback_summary

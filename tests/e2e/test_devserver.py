@@ -77,21 +77,28 @@ def test_make_run_serves_docs_and_a_working_admin_token(tmp_path, data_dir, data
 
 
 def test_make_run_takes_port_and_reports_a_busy_one_before_starting_anything(tmp_path):
+    env = {**os.environ, "JWT_SECRET": SECRET, "DATABASE_URL": ""}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        run = subprocess.run(
+        process = subprocess.Popen(
             ["make", "--no-print-directory", "-o", ".venv/.installed", "run",
              f"PY={sys.executable}", f"PORT={port}", f"DATA_DIR={tmp_path / 'data'}",
              "DEMO_SESSIONS=10"],
-            cwd=ROOT, env={**os.environ, "JWT_SECRET": SECRET}, capture_output=True, text=True,
-            timeout=60,
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # so that a make run that did start can be stopped whole
         )  # fmt: skip
-    assert run.returncode != 0
+        try:
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert process.returncode != 0
     assert (
         f"port {port} on 127.0.0.1 is already in use (another make run?); "
         f"start on another port: make run PORT={port + 1}"
-    ) in run.stderr
-    assert "TOKEN" not in run.stdout and "startup complete" not in run.stdout + run.stderr
+    ) in err
+    assert "TOKEN" not in out and "startup complete" not in out + err
     assert not (tmp_path / "data").exists()

@@ -22,7 +22,9 @@ def env_file(tmp_path, monkeypatch):
     monkeypatch.setitem(Settings.model_config, "env_file", path)
     monkeypatch.setattr(devserver, "ENV_FILE", path)
     monkeypatch.setenv("JWT_SECRET", SECRET)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    # setenv first records the variable's state, so the undo also removes one main() sets.
+    monkeypatch.setenv("DATABASE_URL", "recorded")
+    monkeypatch.delenv("DATABASE_URL")
     return path
 
 

@@ -111,7 +111,7 @@ def test_list_and_status_show_a_rolled_back_migration_as_rolled_back(cli, databa
 
     async def migrate_then_roll_back(db, settings):
         migration = await helpers.run(db, settings)
-        undo = await helpers.run(db, settings, kind="rollback", target_job_id=migration["id"])
+        undo = await helpers.run(db, settings, kind="rollback", targets=[migration["id"]])
         return migration["id"], undo["id"]
 
     migration, undo = on_db(database_url, migrate_then_roll_back)

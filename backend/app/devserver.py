@@ -20,6 +20,7 @@ import os
 import secrets
 import shlex
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -100,7 +101,13 @@ def embedded_url(server_url: str, name: str) -> str:
 def start_embedded(pgdata: Path, name: str) -> str:
     """Start the embedded PostgreSQL on `pgdata` with database `name`; return its URL."""
     print(f"starting embedded PostgreSQL in {pgdata} ...")
-    server_url = embedded.start(pgdata, durable=True, cleanup="stop")
+    try:
+        server_url = embedded.start(pgdata, durable=True, cleanup="stop")
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise Refused(
+            f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}); "
+            f"its log: {pgdata / 'log'}"
+        ) from None
     asyncio.run(_ensure_database(server_url, name))
     return embedded_url(server_url, name)
 

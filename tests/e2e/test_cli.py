@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from app import demo
 from app.cli import backup
@@ -118,13 +119,16 @@ async def test_dry_run_then_real_run_print_the_engines_numbers(database_url, db)
 
     dry = await cli(database_url, "--dry-run", "--batch-size", "50")
     assert dry.code == 0, dry.err
-    assert dry.lines[:8] == [
+    socket_dir = make_url(database_url).query["host"]  # the banner names the database it uses
+    assert dry.lines[:9] == [
         RULE,
         "STARTING GOAL MIGRATION FROM JSONB ACTION_ITEMS",
         RULE,
         "🔍 DRY RUN MODE - No database changes will be made",
         "Batch Size: 50",
         "Verbose Mode: False",
+        f"Database: {make_url(database_url).database} on the unix socket in {socket_dir}, "
+        "port 5432, user postgres",
         "",
         f"Found {candidates} sessions with extracted_notes.action_items",
     ]

@@ -1,8 +1,11 @@
 """The demo generator: deterministic for a seed, realistic in shape, written with COPY."""
 
+import asyncio
+
 import asyncpg
 
 from app import demo
+from tests.conftest import drop_database, new_database
 
 
 def test_same_seed_same_data_other_seed_other_data():
@@ -60,3 +63,55 @@ async def test_if_empty_leaves_existing_data_alone(database_url):
     await demo.write(database_url, sessions=50, seed=1)
     again = await demo.write(database_url, sessions=50, seed=1, if_empty=True)
     assert again.sessions == 0
+
+
+def _counts(database_url):
+    async def go():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM therapy_sessions) AS sessions,"
+                " (SELECT count(DISTINCT id) FROM therapy_sessions) AS session_ids,"
+                " (SELECT count(*) FROM users) AS users,"
+                " (SELECT count(*) FROM users WHERE role = 'admin') AS admins"
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def test_a_second_load_adds_a_fresh_batch_instead_of_a_traceback(database_url, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert demo.main(["--sessions", "60"]) == 0
+    first = _counts(database_url)
+    capsys.readouterr()
+
+    assert demo.main(["--sessions", "60"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("demo data: ") and out.endswith(
+        ", 60 sessions, 1 goals, added to the 60 sessions already there\n"
+    )
+    second = _counts(database_url)
+    assert second["sessions"] == second["session_ids"] == 120
+    assert second["users"] == 2 * first["users"] - 1 and second["admins"] == 1
+
+    assert demo.main(["--sessions", "60", "--if-empty"]) == 0
+    left = capsys.readouterr().out
+    assert left == "demo data: the database already has 120 sessions, left as is\n"
+
+
+def test_a_database_without_the_schema_gets_one_line(server_url, monkeypatch, capsys):
+    url = new_database(server_url)  # empty: Alembic never ran
+    monkeypatch.setenv("DATABASE_URL", url)
+    try:
+        assert demo.main(["--sessions", "10"]) == 2
+    finally:
+        drop_database(url)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        'demo data not written: relation "therapy_sessions" does not exist; '
+        "run: alembic upgrade head\n"
+    )

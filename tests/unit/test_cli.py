@@ -1,12 +1,14 @@
 """The command lines' pure parts: the guide's text, progress pacing, pg_dump choice, URLs."""
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from app.cli import backup, migrate, output
-from app.cli.common import CliError, where
+from app.cli import backup, common, migrate, output
+from app.cli.common import CliError, describe_database, where
+from app.config import Settings
 
 SESSION = "11111111-1111-1111-1111-111111111111"
 PATIENT = "22222222-2222-2222-2222-222222222222"
@@ -215,3 +217,112 @@ def test_default_backup_goes_to_the_ignored_backups_directory():
     path = backup.default_output("goals")
     assert path.parent == Path(__file__).resolve().parents[2] / "backups"
     assert path.name.startswith("goals-") and path.suffix == ".dump"
+
+
+@pytest.mark.parametrize(
+    "url, described",
+    [
+        (
+            "postgresql+asyncpg://app:s3cret@db.example.org:6543/goals",
+            "goals on host db.example.org, port 6543, user app",
+        ),
+        (
+            "postgresql+asyncpg://postgres:@/gm?host=/run/pg",
+            "gm on the unix socket in /run/pg, port 5432, user postgres",
+        ),
+    ],
+)
+def test_the_database_is_named_without_its_password(url, described):
+    assert describe_database(url) == described
+
+
+def test_a_terminal_gone_after_a_hang_up_silences_the_console():
+    class HungUp(io.StringIO):
+        def write(self, text):
+            raise OSError(5, "Input/output error")  # EIO: the pty's other end is closed
+
+    asked = []
+    console = output.Console(HungUp(), on_broken=lambda: asked.append(True))
+    console.progress(1, 2, "sessions")
+    console.lines(["summary"])
+    assert console.broken and asked == [True]
+
+
+def _job(**changes):
+    job = {
+        "id": "7d7b039c-c1d5-4bae-bf68-e112f0a4c72f",
+        "kind": "migrate",
+        "dry_run": False,
+        "force": False,
+        "status": "succeeded",
+        "rolled_back_by": None,
+        "target_job_id": None,
+        "requested_by": "ops-1",
+        "created_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "started_at": None,
+        "finished_at": None,
+        "heartbeat_at": None,
+        "sessions_total": 42,
+        "error": None,
+        **dict.fromkeys([name for _, name in output.MIGRATION_SUMMARY_LABELS], 0),
+    }
+    job.update(sessions_processed=42, goals_created=7, **changes)
+    return job
+
+
+def test_job_listing_shows_rolled_back_migrations_as_rolled_back():
+    rolled = _job(rolled_back_by="11111111-2222-3333-4444-555555555555")
+    assert output.job_table([rolled, _job(dry_run=True)]) == [
+        "JOB ID                                KIND     MODE     STATUS       PROGRESS  "
+        "CREATED (UTC)        REQUESTED BY",
+        "7d7b039c-c1d5-4bae-bf68-e112f0a4c72f  migrate  real     rolled back  42/42     "
+        "2026-01-02 03:04:05  ops-1",
+        "7d7b039c-c1d5-4bae-bf68-e112f0a4c72f  migrate  dry run  succeeded    42/42     "
+        "2026-01-02 03:04:05  ops-1",
+    ]
+    assert output.job_table([]) == ["No migration or rollback jobs yet."]
+
+
+def test_job_details_say_what_to_do_next():
+    lines = output.job_details(_job(status="interrupted", error="stopped\x1b[2J"))
+    assert lines[:3] == [
+        "Job ID: 7d7b039c-c1d5-4bae-bf68-e112f0a4c72f",
+        "Kind: migrate, real run",
+        "Status: interrupted",
+    ]
+    assert "Error: stopped [2J" in lines and "Progress: 42/42 sessions processed" in lines
+    assert "GOAL MIGRATION SUMMARY" in lines and "Goals Created: 7" in lines
+    assert lines[-1] == (
+        "Resume with: python scripts/migrate_goals_from_jsonb.py "
+        "--resume 7d7b039c-c1d5-4bae-bf68-e112f0a4c72f"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [["--list", "--dry-run"], ["--status", "abc", "--yes"], ["--cancel", "zz"]]
+)
+def test_operator_verbs_take_no_run_options(argv):
+    with pytest.raises(SystemExit) as exit_:
+        migrate.parse_args(argv)
+    assert exit_.value.code == 2
+
+
+def test_without_database_url_next_to_make_run_the_error_says_what_to_source(
+    tmp_path, monkeypatch, capsys
+):
+    empty = tmp_path / "backend.env"
+    empty.write_text("")
+    monkeypatch.setitem(Settings.model_config, "env_file", empty)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    made_by_make_run = tmp_path / "env"
+    monkeypatch.setattr(common, "MAKE_RUN_ENV", made_by_make_run)
+    assert migrate.main(["--dry-run"]) == 2
+    assert "make run" not in capsys.readouterr().err
+
+    made_by_make_run.write_text("export TOKEN=x\n")
+    assert migrate.main(["--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "DATABASE_URL not found in environment",
+        f"make run is serving a database: source {made_by_make_run} (or set DATABASE_URL in the "
+        "environment or in backend/.env)",
+    ]

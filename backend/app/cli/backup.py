@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"{output} already exists; choose another --output")
         major = asyncio.run(server_major(settings))
         tool = pick("pg_dump", major)
-        database = make_url(settings.database_url).database
-        print(f"Backing up database {database} at {common.where(settings.database_url)}")
+        print(f"Backing up database {common.describe_database(settings.database_url)}")
         print(f"PostgreSQL {major}; using pg_dump {tool.version} ({tool.path})")
         dump(settings, output, tool)
     except CliError as exc:

@@ -5,7 +5,10 @@ the scripts print it as is, never with a traceback.
 """
 
 import asyncio
+import contextlib
+import getpass
 import logging
+import os
 import sys
 
 from alembic.script import ScriptDirectory
@@ -14,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.config import ConfigError, Settings, load_settings
+from app.config import BACKEND_DIR, ConfigError, Settings, load_settings
 from app.db import alembic_config
 from app.models import Base
 
@@ -23,6 +26,9 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_ACTIVE_JOB = 3
 EXIT_INTERRUPTED = 130
+
+# What `make run` writes for a second terminal while it serves (app.devserver).
+MAKE_RUN_ENV = BACKEND_DIR.parent / ".data" / "env"
 
 CONNECT_TIMEOUT_SECONDS = 15.0
 UPGRADE_HINT = "run: alembic upgrade head"
@@ -45,6 +51,16 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_CONFIG):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def say(message: str) -> None:
+    """A line on stderr that never raises: after a hang-up the terminal may be gone (EIO)."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            # Nothing more can reach the operator; keep the interpreter's final flush quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
 
 def prepare_streams() -> None:
@@ -72,7 +88,14 @@ def load() -> Settings:
     try:
         return load_settings(jwt_secret=None)
     except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        message = str(exc)
+        if message.startswith("DATABASE_URL not found") and MAKE_RUN_ENV.exists():
+            message = (
+                "DATABASE_URL not found in environment\n"
+                f"make run is serving a database: source {MAKE_RUN_ENV} (or set DATABASE_URL "
+                "in the environment or in backend/.env)"
+            )
+        raise CliError(message) from None
 
 
 def where(database_url: str) -> str:
@@ -85,6 +108,42 @@ def where(database_url: str) -> str:
     if isinstance(port, tuple):
         port = ",".join(port)
     return f"host {host}, port {port}"
+
+
+def _one(value: str | tuple[str, ...] | None) -> str | None:
+    return ",".join(value) if isinstance(value, tuple) else value
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()  # what libpq and asyncpg use when the URL names no user
+    except (KeyError, OSError):
+        return "(your login name)"
+
+
+def describe_database(database_url: str) -> str:
+    """The database, host (or socket directory), port and user of a URL; never the password."""
+    url = make_url(database_url)
+    host = url.host or _one(url.query.get("host")) or "localhost"
+    port = url.port or _one(url.query.get("port")) or 5432
+    user = url.username or os.environ.get("PGUSER") or _login()
+    place = f"the unix socket in {host}" if host.startswith("/") else f"host {host}"
+    return f"{url.database} on {place}, port {port}, user {user}"
+
+
+def confirm(question: str) -> bool:
+    """Ask on a terminal (stderr, so --json stays clean); without one, proceed as asked."""
+    stdin = sys.stdin
+    if stdin is None or stdin.closed or not stdin.isatty():
+        return True
+    try:
+        print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+        answer = stdin.readline()
+    except EOFError:
+        answer = ""
+    if not answer:
+        print(file=sys.stderr)  # Ctrl-D: end the prompt's line
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _driver_reason(exc: BaseException) -> str:

@@ -2,13 +2,18 @@
 
 A shell over app.jobs, like the admin API: every run is a row in migration_jobs with
 requested_by "cli", counts for the one-active-job guard, and can be resumed or rolled back from
-either side. The job runs in the foreground; Ctrl-C (or SIGTERM) sets the runner's stop event,
-so the job ends at the next batch boundary as interrupted and can be resumed. A second Ctrl-C
-abandons the batch in flight, which rolls back, and records the job interrupted all the same.
+either side. A command runs in up to three steps: check the database (and resolve job id
+prefixes), ask on a terminal before anything is written, then run the job in the foreground.
+Ctrl-C, SIGTERM or SIGHUP (an SSH drop) sets the runner's stop event, so the job ends at the
+next batch boundary as interrupted and can be resumed. A second one abandons the batch in
+flight, which rolls back, and records the job interrupted all the same. --list, --status and
+--cancel are the API's operator verbs, on the same job table.
 """
 
 import argparse
 import asyncio
+import contextlib
+import re
 import signal
 import sys
 import time
@@ -16,7 +21,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import schemas
 from app.cli import common, output
@@ -29,6 +34,12 @@ from app.jobs import verify as verify_numbers
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
 ACTOR = "cli"
+DEFAULT_LIST = 20
+MAX_LIST = 500
+VERBS = ("verify", "list", "status", "cancel")
+# The signals that stop a run at a batch boundary, and how the first message names them.
+SIGNALS = {signal.SIGINT: "", signal.SIGTERM: "SIGTERM: ", signal.SIGHUP: "Hang-up (SIGHUP): "}
+_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
 
 
 def _batch_size(value: str) -> int:
@@ -41,11 +52,38 @@ def _batch_size(value: str) -> int:
     return size
 
 
-def _job_id(value: str) -> uuid.UUID:
+def _count(value: str) -> int:
     try:
-        return uuid.UUID(value)
+        count = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a job id: {value!r}") from None
+        count = 0
+    if not 1 <= count <= MAX_LIST:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIST}")
+    return count
+
+
+def _job_ref(value: str) -> str:
+    """A job id, or the start of one (resolved against the job table later)."""
+    with contextlib.suppress(ValueError):
+        return str(uuid.UUID(value))
+    prefix = value.strip().lower()
+    if not _ID_PREFIX.fullmatch(prefix):
+        raise argparse.ArgumentTypeError(f"not a job id or the start of one: {value!r}")
+    return prefix
+
+
+async def resolve(conn: AsyncConnection, ref: str) -> uuid.UUID:
+    """The job id that a whole id or a unique start of one names; CliError in one line."""
+    with contextlib.suppress(ValueError):
+        return uuid.UUID(ref)
+    prefix = _job_ref(ref)  # parsed already: lower-case hex digits and dashes only
+    found = await store.job_ids_starting_with(conn, prefix=prefix)
+    if not found:
+        raise CliError(f"no job id starts with {prefix!r}")
+    if len(found) > 1:
+        shown = ", ".join(map(str, found[:3])) + (", ..." if len(found) > 3 else "")
+        raise CliError(f"job id {prefix!r} is ambiguous: it could be {shown}; give more characters")
+    return found[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,24 +91,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python scripts/migrate_goals_from_jsonb.py",
         description="Create treatment_goals from the action items in "
         "therapy_sessions.extracted_notes (run from backend/; see docs/CLI.md).",
-        epilog="exit codes: 0 success, 1 sessions or the job failed, 2 configuration or schema "
-        "problem, 3 another job is active, 130 interrupted (resume with --resume JOB_ID)",
+        epilog="A JOB_ID may be shortened to any unique start of it. Exit codes: 0 success, "
+        "1 sessions or the job failed, or the run was not confirmed, 2 configuration or schema "
+        "problem, bad option or job id, 3 another job is active, 130 interrupted by Ctrl-C, "
+        "SIGTERM or SIGHUP (resume with --resume JOB_ID)",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--resume",
         metavar="JOB_ID",
-        type=_job_id,
+        type=_job_ref,
         help="continue an interrupted, cancelled or failed job where it stopped",
     )
     mode.add_argument(
         "--rollback",
         metavar="JOB_ID",
-        type=_job_id,
+        type=_job_ref,
         help="delete the goals this migration job created, keeping goals changed since",
     )
     mode.add_argument(
         "--verify", action="store_true", help="print the guide's verification numbers"
+    )
+    mode.add_argument(
+        "--list",
+        metavar="N",
+        nargs="?",
+        const=DEFAULT_LIST,
+        type=_count,
+        help=f"list the newest N jobs (default {DEFAULT_LIST}), from the API and the command line",
+    )
+    mode.add_argument(
+        "--status", metavar="JOB_ID", type=_job_ref, help="show one job: state, progress, numbers"
+    )
+    mode.add_argument(
+        "--cancel",
+        metavar="JOB_ID",
+        type=_job_ref,
+        help="ask an active job to stop at its next batch boundary",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="show what would happen; change nothing"
@@ -91,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --rollback: delete changed goals too"
     )
     parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask before a real run or rollback (there is no question when stdin "
+        "is not a terminal)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print a JSON summary instead of the text output"
     )
     return parser
@@ -103,8 +166,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--force only applies to --rollback")
     if args.resume and (args.dry_run or args.batch_size):
         parser.error("--resume continues a job with its own settings: drop --dry-run/--batch-size")
-    if args.verify and (args.dry_run or args.batch_size or args.verbose):
-        parser.error("--verify takes no options but --json")
+    for verb in VERBS:
+        given = getattr(args, verb)
+        if given and (args.dry_run or args.batch_size or args.verbose or args.yes):
+            parser.error(f"--{verb} takes no options but --json")
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     return args
 
@@ -123,41 +188,43 @@ class Command:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        modes = {"verify": args.verify, "resume": args.resume, "rollback": args.rollback}
+        modes = {verb: getattr(args, verb) for verb in (*VERBS, "resume", "rollback")}
         self.name = next((name for name, given in modes.items() if given), "migrate")
         bar = sys.stdout.isatty() and not args.verbose and not args.json
         self.stop = asyncio.Event()
         self.console = output.Console(quiet=args.json, bar=bar, on_broken=self.stop.set)
         self.interrupts = 0
+        self.stopped_by = "Ctrl-C"
         self.run_task: asyncio.Task | None = None
         self.job_id: uuid.UUID | None = None
+        self.target: uuid.UUID | None = None  # the job --resume or --rollback names
+        self.database = ""
 
     def fail(self, exc: CliError) -> int:
         """Report an operator-fixable problem: its lines on stderr, and JSON if asked."""
         self.console.finish()
-        print(exc, file=sys.stderr)
+        common.say(str(exc))
         if self.args.json:
             self.console.document(
                 {"command": self.name, "exit_code": exc.exit_code, "error": str(exc)}
             )
         return exc.exit_code
 
-    async def run(self) -> int:
+    def main(self) -> int:
+        """Check, ask, run: each database step on its own event loop, the question between."""
         settings = common.load()
+        self.database = common.describe_database(settings.database_url)
+        if self.name in VERBS:
+            return asyncio.run(self._on_database(settings, self.verb))
+        question = asyncio.run(self._on_database(settings, self.prepare))
+        if question and not self.args.yes and not common.confirm(question):
+            raise CliError("Not confirmed; nothing was changed.", common.EXIT_FAILED)
+        return asyncio.run(self._on_database(settings, self.execute))
+
+    async def _on_database(self, settings: Settings, step) -> Any:
         db = create_engine(settings)
         try:
-            await common.preflight(db, settings)
-            if self.args.verify:
-                return await self.verify(db)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal)
-            try:
-                job, token = await self.start(db, settings)
-                return await self.follow(db, settings, job, token)
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            return await step(db, settings)
         except (SQLAlchemyError, OSError) as exc:
             raise self._lost(exc) from None
         finally:
@@ -173,14 +240,65 @@ class Command:
             )
         return CliError(message, common.EXIT_FAILED)
 
-    def _on_signal(self) -> None:
+    async def prepare(self, db: AsyncEngine, settings: Settings) -> str | None:
+        """Check the database and the job named; return the question a real write needs."""
+        args = self.args
+        await common.preflight(db, settings)
+        where = f"in database {self.database}"
+        async with db.connect() as conn:
+            if args.resume:
+                self.target = await resolve(conn, args.resume)
+                job = await store.get_job(conn, job_id=self.target)
+                if job is None:
+                    raise CliError(f"no job with id {self.target}")
+                if job["dry_run"]:
+                    return None
+                what = "migration" if job["kind"] == "migrate" else "rollback"
+                return f"Resume job {self.target}, a real {what}, {where}?"
+            if args.rollback:
+                self.target = await resolve(conn, args.rollback)
+                try:
+                    # Its lease revocation rolls back with this connection; create_job redoes it.
+                    await store.check_rollback_target(conn, job_id=self.target)
+                except store.JobNotFound:
+                    raise CliError(f"no job with id {self.target}") from None
+                except store.JobStateError as exc:
+                    raise CliError(f"cannot roll back job {self.target}: {exc}") from None
+                if args.dry_run:
+                    return None
+                kept = "changed ones too (--force)" if args.force else "keeping those changed since"
+                return (
+                    f"Delete the goals job {self.target} created, {kept}, {where}? "
+                    "(preview: add --dry-run)"
+                )
+        if args.dry_run:
+            return None
+        return f"Create treatment_goals for real {where}? (preview: --dry-run)"
+
+    async def execute(self, db: AsyncEngine, settings: Settings) -> int:
+        """Start (or resume) the job and follow it, Ctrl-C, SIGTERM and SIGHUP stopping it."""
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            job, token = await self.start(db, settings)
+            return await self.follow(db, settings, job, token)
+        finally:
+            for sig in SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
         self.interrupts += 1
         self.console.finish()
         if self.interrupts == 1:
             self.stop.set()
-            print("Stopping after the current batch... (Ctrl-C again abandons it)", file=sys.stderr)
+            if sig != signal.SIGINT:
+                self.stopped_by = signal.Signals(sig).name
+            common.say(
+                f"{SIGNALS[sig]}Stopping after the current batch... (Ctrl-C again abandons it)"
+            )
         elif self.run_task is not None and not self.run_task.done():
-            print("Abandoning the batch in flight; it rolls back.", file=sys.stderr)
+            common.say("Abandoning the batch in flight; it rolls back.")
             self.run_task.cancel()
 
     async def start(self, db: AsyncEngine, settings: Settings) -> tuple[dict, uuid.UUID]:
@@ -188,14 +306,14 @@ class Command:
         args = self.args
         try:
             if args.resume:
-                token = await runner.resume_job(db, settings, job_id=args.resume, actor=ACTOR)
-                job_id = args.resume
+                token = await runner.resume_job(db, settings, job_id=self.target, actor=ACTOR)
+                job_id = self.target
             elif args.rollback:
                 job_id, token = await runner.create_job(
                     db,
                     settings,
                     kind="rollback",
-                    targets=[args.rollback],
+                    targets=[self.target],
                     force=args.force,
                     dry_run=args.dry_run,
                     batch_size=args.batch_size,
@@ -213,10 +331,10 @@ class Command:
         except store.ActiveJobExists as exc:
             raise await self._active_job_error(db, exc.active_job_id) from None
         except store.JobNotFound:
-            raise CliError(f"no job with id {args.resume or args.rollback}") from None
+            raise CliError(f"no job with id {self.target}") from None
         except store.JobStateError as exc:
             verb = "resume" if args.resume else "roll back"
-            raise CliError(f"cannot {verb} job {args.resume or args.rollback}: {exc}") from None
+            raise CliError(f"cannot {verb} job {self.target}: {exc}") from None
         self.job_id = job_id
         async with db.connect() as conn:
             return await store.get_job(conn, job_id=job_id), token
@@ -231,7 +349,8 @@ class Command:
                 about = f" ({kind}, {other['status']}, requested by {other['requested_by']})"
         return CliError(
             f"another migration or rollback job is active: {active}{about}\n"
-            "wait for it to end (or cancel it in the admin API), then run this again",
+            f"wait for it to end (or cancel it: {output.script('--cancel ' + str(active))}), "
+            "then run this again",
             common.EXIT_ACTIVE_JOB,
         )
 
@@ -250,6 +369,7 @@ class Command:
                     batch_size=job["batch_size"],
                     verbose=self.args.verbose,
                     total=total,
+                    database=self.database,
                 )
             else:
                 banner = output.rollback_banner(
@@ -258,6 +378,7 @@ class Command:
                     batch_size=job["batch_size"],
                     force=job["force"],
                     total=total,
+                    database=self.database,
                 )
             if self.args.resume:
                 banner.append(output.resumed_line(job))
@@ -321,7 +442,7 @@ class Command:
 
     async def _abandon(self, db: AsyncEngine, job_id: uuid.UUID, token: uuid.UUID) -> str | None:
         """After a second Ctrl-C the batch in flight rolled back; record the job interrupted."""
-        error = "stopped mid-batch by a second Ctrl-C; that batch was rolled back"
+        error = f"stopped mid-batch by a second {self.stopped_by}; that batch was rolled back"
         recorded = await runner.abandon(db, job_id=job_id, token=token, error=error)
         return "interrupted" if recorded else None
 
@@ -338,8 +459,60 @@ class Command:
             }
             self.console.document(document)
         else:
-            self.console.lines(output.verification_block(result.model_dump()))
+            self.console.lines(output.verification_block(result.model_dump(), self.database))
         return code
+
+    async def verb(self, db: AsyncEngine, settings: Settings) -> int:
+        """--verify, --list, --status or --cancel: read (or flag) jobs; nothing runs here."""
+        await common.preflight(db, settings)
+        if self.args.verify:
+            return await self.verify(db)
+        async with db.begin() as conn:
+            if self.args.list:
+                # As the API does before every read: a job whose process is gone shows as such.
+                await runner.recover_stale(conn, settings)
+                return self._show_list(await store.list_jobs(conn, limit=self.args.list, offset=0))
+            job_id = self.job_id = await resolve(conn, self.args.status or self.args.cancel)
+            if self.args.cancel:
+                # No stale recovery first: a job whose process is gone is cancelled at once.
+                return await self._cancel(conn, settings, job_id)
+            await runner.recover_stale(conn, settings)
+            job = await store.get_job(conn, job_id=job_id)
+        if job is None:
+            raise CliError(f"no job with id {job_id}")
+        return self._show_job(job, output.job_details(job))
+
+    async def _cancel(self, conn: AsyncConnection, settings: Settings, job_id: uuid.UUID) -> int:
+        try:
+            status = await store.request_cancel(
+                conn, job_id=job_id, actor=ACTOR, stale_after_seconds=settings.stale_after_seconds
+            )
+        except store.JobNotFound:
+            raise CliError(f"no job with id {job_id}") from None
+        except store.JobStateError:
+            job = await store.get_job(conn, job_id=job_id)
+            raise CliError(
+                f"cannot cancel job {job_id}: it is {output.status_text(job)}, "
+                "not queued or running"
+            ) from None
+        job = await store.get_job(conn, job_id=job_id)
+        return self._show_job(job, output.cancel_lines(job, status))
+
+    def _show_list(self, jobs: list[dict]) -> int:
+        if self.args.json:
+            items = [schemas.Job.from_row(job).model_dump(mode="json") for job in jobs]
+            self.console.document({"command": self.name, "exit_code": 0, "jobs": items})
+        else:
+            self.console.lines(output.job_table(jobs))
+        return common.EXIT_OK
+
+    def _show_job(self, job: dict, lines: list[str]) -> int:
+        if self.args.json:
+            document = schemas.Job.from_row(job).model_dump(mode="json")
+            self.console.document({"command": self.name, "exit_code": 0, "job": document})
+        else:
+            self.console.lines(lines)
+        return common.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,11 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     common.configure_logging()
     command = Command(args)
     try:
-        return asyncio.run(command.run())
+        return command.main()
     except CliError as exc:
         return command.fail(exc)
     except KeyboardInterrupt:
-        print("Interrupted before a job started; nothing was changed.", file=sys.stderr)
+        common.say("Interrupted before a job started; nothing was changed.")
         return common.EXIT_INTERRUPTED
 
 

@@ -35,20 +35,25 @@ def script(args: str) -> str:
     return f"python scripts/migrate_goals_from_jsonb.py {args}"
 
 
-def migration_banner(*, dry_run: bool, batch_size: int, verbose: bool, total: int) -> list[str]:
+def migration_banner(
+    *, dry_run: bool, batch_size: int, verbose: bool, total: int, database: str
+) -> list[str]:
     lines = [RULE, "STARTING GOAL MIGRATION FROM JSONB ACTION_ITEMS", RULE]
     if dry_run:
         lines.append(DRY_RUN_LINE)
     lines += [
         f"Batch Size: {batch_size}",
         f"Verbose Mode: {verbose}",
+        f"Database: {database}",
         "",
         f"Found {total} sessions with extracted_notes.action_items",
     ]
     return lines
 
 
-def rollback_banner(*, target: Any, dry_run: bool, batch_size: int, force: bool, total: int):
+def rollback_banner(
+    *, target: Any, dry_run: bool, batch_size: int, force: bool, total: int, database: str
+) -> list[str]:
     lines = [RULE, "STARTING ROLLBACK OF GOAL MIGRATION JOB", RULE]
     if dry_run:
         lines.append(DRY_RUN_LINE)
@@ -57,6 +62,7 @@ def rollback_banner(*, target: Any, dry_run: bool, batch_size: int, force: bool,
         f"Target Job: {target}",
         f"Batch Size: {batch_size}",
         f"Force: {force} ({kept})",
+        f"Database: {database}",
         "",
         f"Found {total} goals created by job {target}",
     ]
@@ -158,12 +164,12 @@ def _rows(title: str, pairs: list[tuple[str, Any]], seconds: float | None) -> li
     return lines + [RULE]
 
 
-def migration_summary(job: dict[str, Any], seconds: float) -> list[str]:
+def migration_summary(job: dict[str, Any], seconds: float | None) -> list[str]:
     pairs = [(label, job[name]) for label, name in MIGRATION_SUMMARY_LABELS]
     return _rows("GOAL MIGRATION SUMMARY", pairs, seconds)
 
 
-def rollback_summary(job: dict[str, Any], seconds: float) -> list[str]:
+def rollback_summary(job: dict[str, Any], seconds: float | None) -> list[str]:
     deleted = "Goals That Would Be Deleted" if job["dry_run"] else "Goals Deleted"
     kept = "Goals That Would Be Kept" if job["dry_run"] else "Goals Kept"
     pairs = [
@@ -173,9 +179,10 @@ def rollback_summary(job: dict[str, Any], seconds: float) -> list[str]:
     return _rows("GOAL ROLLBACK SUMMARY", pairs, seconds)
 
 
-def verification_block(numbers: dict[str, Any]) -> list[str]:
+def verification_block(numbers: dict[str, Any], database: str | None = None) -> list[str]:
     last = numbers["last_real_run_id"]
-    pairs = [
+    pairs = [("Database", database)] if database else []
+    pairs += [
         ("Sessions with extracted_notes.action_items", numbers["sessions_with_action_items"]),
         ("Total Action Items (JSONB)", numbers["total_action_items"]),
         ("Goals in treatment_goals", numbers["goals_total"]),
@@ -221,7 +228,9 @@ def outcome_lines(job: dict[str, Any], status: str | None) -> list[str]:
 def closing_lines(job: dict[str, Any], status: str | None) -> list[str]:
     """The job's id and what the operator can do next, after the summary."""
     lines = ["", f"Job ID: {job['id']}"]
-    if status in ("interrupted", "cancelled", "failed"):
+    if job.get("rolled_back_by"):
+        lines.append(f"Rolled back by job {job['rolled_back_by']}.")
+    elif status in ("interrupted", "cancelled", "failed"):
         lines.append(f"Resume with: {script('--resume ' + str(job['id']))}")
     elif job["kind"] == "migrate" and job["dry_run"]:
         lines.append("This was a dry run: run again without --dry-run to create the goals.")
@@ -232,11 +241,93 @@ def closing_lines(job: dict[str, Any], status: str | None) -> list[str]:
     return lines
 
 
+def status_text(job: dict[str, Any]) -> str:
+    """The job's status as an operator reads it: a migration rolled back since says so."""
+    return "rolled back" if job.get("rolled_back_by") else job["status"]
+
+
+def _when(value: datetime | None, zone: str = "") -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + zone if value else "-"
+
+
+def _kind(job: dict[str, Any]) -> str:
+    mode = "dry run" if job["dry_run"] else "real run"
+    if job["kind"] == "migrate":
+        return f"migrate, {mode}"
+    force = ", force" if job["force"] else ""
+    return f"rollback of job {job['target_job_id']}, {mode}{force}"
+
+
+def _progress(job: dict[str, Any]) -> str:
+    done, total = processed(job, job["kind"]), job["sessions_total"]
+    return f"{done}/{total if total is not None else '?'}"
+
+
+def job_table(jobs: list[dict[str, Any]]) -> list[str]:
+    """`--list`: one line per job, newest first."""
+    if not jobs:
+        return ["No migration or rollback jobs yet."]
+    rows = [("JOB ID", "KIND", "MODE", "STATUS", "PROGRESS", "CREATED (UTC)", "REQUESTED BY")]
+    rows += [
+        (
+            str(job["id"]),
+            job["kind"],
+            "dry run" if job["dry_run"] else "real",
+            status_text(job),
+            _progress(job),
+            _when(job["created_at"]),
+            truncate(job["requested_by"], 24),
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+
+
+def job_details(job: dict[str, Any], now: datetime | None = None) -> list[str]:
+    """`--status`: what the job is, where it stands, its statistics and what to do next."""
+    status = job["status"]
+    if job.get("rolled_back_by"):
+        status += f", rolled back by job {job['rolled_back_by']}"
+    lines = [
+        f"Job ID: {job['id']}",
+        f"Kind: {_kind(job)}",
+        f"Status: {status}",
+        f"Requested By: {truncate(job['requested_by'])}",
+        f"Created: {_when(job['created_at'], ' UTC')}",
+        f"Started: {_when(job['started_at'], ' UTC')}",
+        f"Finished: {_when(job['finished_at'], ' UTC')}",
+        f"Progress: {_progress(job)} {unit_of(job)} processed",
+    ]
+    if job["status"] in ("queued", "running", "cancelling") and job["heartbeat_at"]:
+        age = ((now or datetime.now(UTC)) - job["heartbeat_at"]).total_seconds()
+        beat = _when(job["heartbeat_at"], " UTC")
+        lines.append(f"Last Heartbeat: {beat} ({max(age, 0):.0f} s ago)")
+    if job["error"]:
+        lines.append(f"Error: {_printable(job['error'])}")
+    summary = migration_summary if job["kind"] == "migrate" else rollback_summary
+    return [*lines, "", *summary(job, None), *closing_lines(job, job["status"])[2:]]
+
+
+def cancel_lines(job: dict[str, Any], status: str) -> list[str]:
+    """`--cancel`: what the request did."""
+    if status == "cancelled":
+        return [f"Job {job['id']} cancelled."]
+    return [
+        f"Cancel requested: job {job['id']} is {status} and stops at its next batch boundary.",
+        f"Watch it with: {script('--status ' + str(job['id']))}",
+    ]
+
+
 class Console:
     """Where the human output goes: plain lines, or a bar redrawn in place on a terminal.
 
-    If the reader goes away (`... | head`), the console falls silent and calls `on_broken`
-    once, so the command can stop its job at a batch boundary instead of failing it mid-write.
+    If the reader goes away (`... | head`, or the terminal after a hang-up), the console falls
+    silent and calls `on_broken` once, so the command can stop its job at a batch boundary
+    instead of failing it mid-write.
     """
 
     def __init__(
@@ -260,7 +351,7 @@ class Console:
         try:
             self.stream.write(text)
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):  # a closed pipe, or a terminal gone after a hang-up (EIO)
             self.broken = True
             with contextlib.suppress(OSError, ValueError):
                 # Nothing more can reach the reader; keep the interpreter's final flush quiet.

@@ -750,3 +750,20 @@ async def list_audit(conn: AsyncConnection, *, job_id: uuid.UUID) -> list[dict]:
         {"job_id": job_id},
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def job_ids_starting_with(
+    conn: AsyncConnection, *, prefix: str, limit: int = 4
+) -> list[uuid.UUID]:
+    """Up to `limit` ids of jobs whose id starts with `prefix` (dashes ignored), newest first.
+
+    The caller passes only hex digits and dashes, so the pattern holds no LIKE wildcards.
+    """
+    rows = await conn.execute(
+        text(
+            "SELECT id FROM migration_jobs WHERE replace(id::text, '-', '') LIKE :pattern "
+            "ORDER BY created_at DESC, id LIMIT :limit"
+        ),
+        {"pattern": prefix.replace("-", "").lower() + "%", "limit": limit},
+    )
+    return list(rows.scalars())

@@ -6,7 +6,9 @@ and by checking that no (patient, description) pair was created twice.
 
 import asyncio
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -157,8 +159,10 @@ async def test_sigterm_during_a_long_pause_marks_the_job_interrupted_at_once(
 
 
 @pytest.fixture
-def own_server(tmp_path):
-    server = OwnServer(tmp_path / "pg")
+def own_server():
+    # Not under pytest's tmp_path: another pytest run resets /tmp/pytest-of-root to 0700,
+    # and the server runs as its own system user.
+    server = OwnServer(Path(tempfile.mkdtemp(prefix="gm-own-")) / "pg")
     yield server
     server.close()
 

@@ -15,6 +15,8 @@ def ranges(
     """
     low = lo.int if lo is not None else 0
     span = (hi.int if hi is not None else MAX_UUID.int) - low + 1
+    if span < count:
+        low, span = 0, 1 << 128  # too narrow to cut `count` times: share the whole space
     cuts = [low + span * i // count for i in range(1, count)]
     bounds = [0, *cuts, 1 << 128]
     return [(uuid.UUID(int=bounds[i]), uuid.UUID(int=bounds[i + 1] - 1)) for i in range(count)]

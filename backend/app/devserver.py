@@ -323,6 +323,8 @@ def serve(args: argparse.Namespace, sock: socket.socket) -> int:
         sub=asyncio.run(_admin_id(dsn)),
         role="admin",
         ttl_seconds=TOKEN_TTL_SECONDS,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
     )
     port = sock.getsockname()[1]
     base = f"http://{HOST}:{port}"

@@ -136,8 +136,12 @@ class JobList(BaseModel):
 
 
 class ActiveJobConflict(BaseModel):
+    """409: the one-active-job guard is held."""
+
     detail: str
-    active_job_id: uuid.UUID | None
+    active_job_id: uuid.UUID | None = Field(
+        description="The job holding the guard; null if it ended just now"
+    )
     active_job_status: JobStatus | None = None
     heartbeat_age_seconds: float | None = None
     released_in_seconds: float | None = Field(
@@ -146,7 +150,38 @@ class ActiveJobConflict(BaseModel):
 
 
 class Problem(BaseModel):
+    """An error in one sentence (401, 403, 404, 503, and 409 for a job's state)."""
+
     detail: str
+
+
+class PreflightCheck(BaseModel):
+    name: str = Field(description="What was checked, e.g. 'table treatment_goals'")
+    status: Literal["ok", "warning", "problem"]
+    detail: str
+    fix: str | None = Field(description="What to do, for a warning or a problem")
+
+
+class Preflight(BaseModel):
+    ready: bool = Field(description="No check is a problem")
+    checked_at: datetime
+    checks: list[PreflightCheck]
+
+
+class SchemaNotReady(BaseModel):
+    """409: the database cannot take a job yet (the cheap part of the preflight)."""
+
+    detail: str
+    problems: list[PreflightCheck]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    detail: str | None = None
 
 
 class Finding(BaseModel):

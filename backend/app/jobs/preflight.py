@@ -17,6 +17,7 @@ Each problem says what to do. `schema_problems()` is the cheap part (two catalog
 checked before every job start, by /ready and by the command line.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -297,7 +298,7 @@ async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
                 )
             )
         else:
-            described.append(f"{need.column} {base_type}")
+            described.append(need.column)
     if table == "treatment_goals":
         for name, column in columns.items():
             if (
@@ -333,7 +334,7 @@ async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
             linked.append(f"{column} → {referenced}")
     if problems:
         return problems
-    detail = ", ".join(described)
+    detail = "columns " + ", ".join(described) + " as needed"
     if linked:
         detail += "; foreign keys " + ", ".join(linked)
     return [Check(f"table {table}", "ok", detail)]
@@ -543,5 +544,5 @@ def as_dict(report: Report) -> dict:
     return {
         "ready": report.ready,
         "checked_at": report.checked_at,
-        "checks": [c.__dict__ for c in report.checks],
+        "checks": [dataclasses.asdict(c) for c in report.checks],
     }

@@ -80,6 +80,7 @@ def create_index_concurrently(conn: Connection, name: str, definition: str) -> s
     """
     state = index_state(conn, name)
     if state == "valid":
+        log.info("index %s exists and is valid: kept", name)
         return "kept"
     if state == "invalid":
         log.info("dropping index %s left invalid by an interrupted build", name)

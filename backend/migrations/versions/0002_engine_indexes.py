@@ -39,8 +39,7 @@ def upgrade() -> None:
     online.require_platform_tables(conn)
     with op.get_context().autocommit_block():
         for name, definition in INDEXES.items():
-            done = online.create_index_concurrently(conn, name, definition)
-            online.log.info("index %s: %s", name, done)
+            online.create_index_concurrently(conn, name, definition)
 
 
 def downgrade() -> None:

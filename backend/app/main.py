@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await recover_stale(conn, settings)
         except (OSError, DBAPIError) as exc:
             log.error("database not usable at start-up: %s", http_errors.classify(exc) or exc)
+        await retention.purge(engine, settings)  # before the first request can read a preview
         purger = asyncio.create_task(retention.purge_periodically(engine, settings))
         yield
         purger.cancel()

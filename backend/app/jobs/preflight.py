@@ -13,8 +13,8 @@
     privileges        what the service's role may read and write
     statistics        whether the planner knows the tables' sizes
 
-Each problem says what to do. `schema_problems()` is the cheap part (two catalog look-ups),
-checked before every job start, by /ready and by the command line.
+Each problem says what to do. `schema_problems()` is the cheap part (a few catalog look-ups,
+no table read), checked before every job start through the API, and by /ready.
 """
 
 import dataclasses
@@ -110,14 +110,18 @@ SELECT (SELECT array_agg(name ORDER BY position)
 """
 
 
-async def schema_problems(conn: AsyncConnection) -> list[Check]:
-    """Platform tables present and the service's schema at head; [] when ready."""
+async def schema_problems(conn: AsyncConnection, *, columns: bool = True) -> list[Check]:
+    """Platform tables present (with the columns the engine needs) and the service's schema
+    at head; [] when ready. /ready skips the columns: it is polled every few seconds."""
     row = (
         await conn.execute(text(_READINESS_SQL), {"tables": list(platform.PLATFORM_TABLES)})
     ).one()
-    problems = [_missing_table(name) for name in row.missing_tables or ()]
-    revision = await version.current(conn)
-    schema = _schema_check(revision, has_job_tables=row.has_job_tables)
+    missing = set(row.missing_tables or ())
+    problems = [_missing_table(name) for name in platform.PLATFORM_TABLES if name in missing]
+    if columns:
+        for table in (t for t in platform.PLATFORM_TABLES if t not in missing):
+            problems.extend(c for c in await check_table(conn, table) if c.status == "problem")
+    schema = _schema_check(await version.current(conn), has_job_tables=row.has_job_tables)
     if schema.status == "problem":
         problems.append(schema)
     return problems

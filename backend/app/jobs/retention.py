@@ -52,7 +52,7 @@ async def purge(db: AsyncEngine, settings: Settings) -> int:
 
 
 async def purge_periodically(db: AsyncEngine, settings: Settings) -> None:
-    """Purge now, then every retention_check_seconds, until cancelled."""
+    """Purge every retention_check_seconds, until cancelled (the lifespan purged at start)."""
     while True:
-        await purge(db, settings)
         await asyncio.sleep(settings.retention_check_seconds)
+        await purge(db, settings)

@@ -29,7 +29,7 @@ async def ready(request: Request):
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with request.app.state.db.connect() as conn:
-                problems = await preflight.schema_problems(conn)
+                problems = await preflight.schema_problems(conn, columns=False)
     except TimeoutError:
         return _unavailable(http_errors.UNREACHABLE)
     except (SQLAlchemyError, OSError) as exc:

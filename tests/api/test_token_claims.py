@@ -42,8 +42,10 @@ async def test_when_set_tokens_must_carry_audience_and_issuer(settings, claims, 
         await lifespan.__aexit__(None, None, None)
 
 
-def test_unset_they_are_not_required():
+def test_unset_they_are_not_required_and_a_token_for_an_audience_is_refused():
     assert security.verify(_token(), secret=SECRET) == security.Principal("ops-1", "admin")
+    with pytest.raises(security.InvalidToken):
+        security.verify(_token(aud="billing"), secret=SECRET)
 
 
 def test_minted_tokens_carry_them(monkeypatch, capsys):

@@ -338,7 +338,11 @@ async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
             linked.append(f"{column} → {referenced}")
     if problems:
         return problems
-    detail = "columns " + ", ".join(described) + " as needed"
+    count = len(described)
+    detail = (
+        f"{count} column{'s' * (count != 1)} as the engine needs "
+        f"{'them' if count != 1 else 'it'} ({', '.join(described)})"
+    )
     if linked:
         detail += "; foreign keys " + ", ".join(linked)
     return [Check(f"table {table}", "ok", detail)]

@@ -22,7 +22,7 @@ async def test_health_and_ready_need_no_token_and_carry_no_data(client):
 
 async def test_ready_is_503_and_starting_a_job_409_while_the_schema_is_behind(client, db):
     async with db.begin() as conn:
-        await conn.execute(text("UPDATE goal_migration_alembic_version SET version_num = '0002'"))
+        await conn.execute(text("UPDATE goal_migration_alembic_version SET version_num = '0003'"))
 
     ready = await client.get("/ready")
     assert ready.status_code == 503 and ready.headers["Retry-After"]
@@ -34,7 +34,7 @@ async def test_ready_is_503_and_starting_a_job_409_while_the_schema_is_behind(cl
     body = response.json()
     assert body["detail"].startswith("the database is not ready for a migration job")
     assert [(p["name"], p["detail"], p["status"]) for p in body["problems"]] == [
-        ("service schema", "at revision 0002, head is 0003", "problem")
+        ("service schema", "at revision 0003, head is 0004", "problem")
     ]
     assert body["problems"][0]["fix"] == "cd backend && alembic upgrade head"
     async with db.connect() as conn:

@@ -1,36 +1,32 @@
 """PostgreSQL stopped under the running service, then started again: 503s, then recovery.
 
-A server of the test's own (tests/pgserver.py) is stopped with pg_ctl while the app holds
+A server of the test's own (tests/pg.py) is stopped with pg_ctl while the app holds
 pooled connections to it, and started again; no request may answer 500, and the API must
 come back without a restart.
 """
 
 import asyncio
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from app import http_errors
 from app.config import load_settings
-from app.schema import bootstrap
 from tests.api.conftest import BASE, open_client, wait_for
 from tests.conftest import SECRET
-from tests.pgserver import OwnServer
+from tests.pg import OwnServer
 
 
 @pytest.fixture
 async def own_server():
-    server = await asyncio.to_thread(OwnServer)
-    conn = await asyncpg.connect(server.url)
-    try:
-        await conn.execute("CREATE DATABASE goals")
-    finally:
-        await conn.close()
-    url = make_url(server.url).set(database="goals").render_as_string(False)
-    await asyncio.to_thread(bootstrap.install, url, configure_logging=False)
+    # Not under pytest's tmp_path: concurrent pytest runs on one machine prune each other's.
+    pgdata = Path(tempfile.mkdtemp(prefix="gm-own-")) / "pg"
+    server = await asyncio.to_thread(OwnServer, pgdata)
+    url = await asyncio.to_thread(server.database)
     yield server, url
     await asyncio.to_thread(server.close)
 

@@ -230,7 +230,7 @@ async def test_adopt_migrate_and_downgrade_leave_the_platform_as_it_was(platform
     async with db.connect() as conn:
         assert await version.current(conn) == version.head()
 
-    rollback = await helpers.run(db, settings, kind="rollback", target_job_id=real["id"])
+    rollback = await helpers.run(db, settings, kind="rollback", targets=[real["id"]])
     assert rollback["status"] == "succeeded" and rollback["goals_deleted"] == created
     await db.dispose()  # the downgrade drops tables this pool's connections have used
     await asyncio.to_thread(_downgrade, url)
@@ -299,7 +299,7 @@ async def _wait_for(url: str, sql: str, seconds: float = 30.0) -> None:
 async def test_adding_the_column_never_queues_clinicians_behind_a_long_transaction(platform_db):
     url, _, db = platform_db
     await db.dispose()
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "0002")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
     reader = await asyncpg.connect(url)  # a clinician's long transaction that read goals
     writer = await asyncpg.connect(url)
     try:
@@ -330,18 +330,28 @@ async def test_adding_the_column_never_queues_clinicians_behind_a_long_transacti
     assert "source_job_id" in await _goal_columns(url)
 
 
-async def test_a_database_from_the_old_single_revision_is_adopted_as_it_is(
-    database_url, db, settings
+# The columns the job-safety revision 0002 added to the old revision 0001's job tables.
+_ADDED_BY_0002 = (
+    "ALTER TABLE migration_jobs DROP COLUMN target_job_ids; "
+    "ALTER TABLE migration_job_partitions DROP COLUMN items_in_failed_sessions; "
+)
+
+
+@pytest.mark.parametrize("old_revision", ["0001", "0002"])
+async def test_a_database_built_before_the_own_version_table_is_adopted_as_it_is(
+    database_url, db, settings, old_revision
 ):
     job = await helpers.run(db, settings, dry_run=True)
     await db.dispose()
     conn = await asyncpg.connect(database_url)
     try:
-        # What the first revision 0001 left: every table, its revision in alembic_version.
+        # What the earlier revisions left: every table (the platform's too), and the revision
+        # in alembic_version.
         await conn.execute(
-            f"DROP TABLE {version.VERSION_TABLE}; "
+            (_ADDED_BY_0002 if old_revision == "0001" else "")
+            + f"DROP TABLE {version.VERSION_TABLE}; "
             "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
-            "INSERT INTO alembic_version VALUES ('0001')"
+            f"INSERT INTO alembic_version VALUES ('{old_revision}')"
         )
     finally:
         await conn.close()
@@ -353,4 +363,5 @@ async def test_a_database_from_the_old_single_revision_is_adopted_as_it_is(
     async with db.connect() as c:
         assert await preflight.schema_problems(c) == []
     assert (await helpers.get(db, job["id"]))["status"] == "succeeded"
-    assert [r[0] for r in await _fetch(database_url, "SELECT * FROM alembic_version")] == ["0001"]
+    rows = await _fetch(database_url, "SELECT * FROM alembic_version")
+    assert [r[0] for r in rows] == [old_revision]

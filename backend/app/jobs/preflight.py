@@ -44,7 +44,7 @@ LOCK_TIMEOUT_WARNING_MS = 1_000
 UPGRADE = "cd backend && alembic upgrade head"
 BOOTSTRAP = "python -m app.schema.bootstrap"
 
-# The indexes the engine's statements are planned around (built by revisions 0002 and 0003).
+# The indexes the engine's statements are planned around (built by revisions 0003 and 0004).
 ENGINE_INDEXES = {
     "ix_therapy_sessions_candidates": (
         "therapy_sessions",

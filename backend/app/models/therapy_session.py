@@ -1,6 +1,6 @@
 """Therapy sessions, whose extracted_notes JSONB holds the clinicians' action items.
 
-The platform's table; the candidates index is this service's (migration 0002).
+The platform's table; the candidates index is this service's (migration 0003).
 """
 
 import uuid

@@ -1,7 +1,7 @@
 """Treatment goals: the relational home of action items.
 
 The platform's table (app.schema.platform); source_job_id and the md5 and source-job indexes
-are this service's additions (migrations 0002 and 0003).
+are this service's additions (migrations 0003 and 0004).
 """
 
 import uuid

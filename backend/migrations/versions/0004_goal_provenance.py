@@ -1,7 +1,7 @@
 """treatment_goals.source_job_id: which job created a goal
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-26 10:00:01
 
 The one column this service adds to a platform table: nullable, so adding it is a catalog
@@ -14,7 +14,7 @@ be run again.
 It is the last revision, so a downgrade meets its refusal before anything else is undone.
 Downgrade removes the column, its foreign key and its index, and deletes no goal. While any
 goal records a source job it refuses: the column is the only record of which goals the service
-created (rollback needs it). `alembic -x force=true downgrade 0002` overrides that.
+created (rollback needs it). `alembic -x force=true downgrade 0003` overrides that.
 """
 
 from collections.abc import Sequence
@@ -25,8 +25,8 @@ from alembic.util import CommandError
 
 from app.schema import online
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -73,7 +73,7 @@ def downgrade() -> None:
             f"{migrated} goals were created by migration jobs, and treatment_goals.source_job_id "
             "is the only record of which: without it they can no longer be rolled back or told "
             "apart. Roll those jobs back first, or keep the column; to drop it anyway: "
-            "add -x force=true to the downgrade, e.g. alembic -x force=true downgrade 0002 "
+            "add -x force=true to the downgrade, e.g. alembic -x force=true downgrade 0003 "
             "(no goal is deleted either way)"
         )
     online.log.info(

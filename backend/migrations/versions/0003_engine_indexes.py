@@ -1,7 +1,7 @@
 """the indexes the engine needs on the platform's tables
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-26 10:00:00
 
 Built CONCURRENTLY (outside a transaction), so clinicians' writes go on while they build. An
@@ -15,8 +15,8 @@ from alembic import op
 
 from app.schema import online
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

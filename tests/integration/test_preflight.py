@@ -1,6 +1,7 @@
 """The read-only preflight on a ready database, on one missing a column, on a too-short timeout."""
 
 import asyncio
+import uuid
 
 import asyncpg
 from sqlalchemy import text
@@ -154,3 +155,41 @@ async def test_before_the_upgrade_it_says_to_run_it(server_url):
     assert schema.fix.startswith("cd backend && alembic upgrade head")
     missing = _by_name(report)["index ix_therapy_sessions_candidates"]
     assert missing.fix == "cd backend && alembic upgrade head (builds it concurrently)"
+
+
+async def test_naive_timestamps_are_a_warning_not_a_problem(db):
+    async with db.begin() as conn:
+        await conn.execute(
+            text("ALTER TABLE therapy_sessions ALTER COLUMN session_date TYPE timestamp")
+        )
+    report = await _report(db)
+    assert report.ready
+    checks = _by_name(report)
+    assert checks["table therapy_sessions"].status == "ok"
+    warning = checks["column therapy_sessions.session_date"]
+    assert warning.status == "warning" and "TimeZone" in warning.fix
+
+
+async def test_a_role_that_may_not_write_goals_is_a_problem(database_url):
+    role = f"gm_reader_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(
+            f"CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        url = make_url(database_url).set(username=role).render_as_string(False)
+        db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
+        try:
+            report = await _report(db)
+        finally:
+            await db.dispose()
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await admin.close()
+    privileges = _by_name(report)["privileges"]
+    assert privileges.status == "problem"
+    assert privileges.detail == (
+        "the service's role lacks INSERT on treatment_goals; UPDATE on treatment_goals; "
+        "DELETE on treatment_goals"
+    )
+    assert [p.name for p in report.problems] == ["privileges"]

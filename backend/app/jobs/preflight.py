@@ -177,10 +177,11 @@ async def run(conn: AsyncConnection, *, exact_below: int = EXACT_BELOW) -> Repor
     checks: list[Check] = []
     async with conn.begin():
         await conn.execute(text("SET TRANSACTION READ ONLY"))
-        settings = await _settings(conn)  # as the service's sessions will see them
-        # Our own look must not be cut short by the timeouts it is checking.
+        # Our own look must not be cut short by the timeouts it checks; those are read as
+        # every session of the service starts with them (reset_val).
         await conn.execute(text("SET LOCAL statement_timeout = '60s'"))
         await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+        settings = await _settings(conn)
         checks.append(_server(settings))
         present = await _existing_tables(conn)
         for table in platform.PLATFORM_TABLES:
@@ -206,9 +207,9 @@ SELECT current_setting('server_version_num')::int AS version_num,
        current_setting('server_version') AS version,
        pg_is_in_recovery() AS in_recovery,
        current_setting('default_transaction_read_only') AS read_only,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout')
+       (SELECT reset_val::bigint FROM pg_settings WHERE name = 'statement_timeout')
            AS statement_timeout_ms,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout') AS lock_timeout_ms,
+       (SELECT reset_val::bigint FROM pg_settings WHERE name = 'lock_timeout') AS lock_timeout_ms,
        current_user AS role,
        current_database() AS database
 """
@@ -264,9 +265,10 @@ WHERE c.contype = 'f' AND c.conrelid = to_regclass(:table) AND cardinality(c.con
 
 
 async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
-    """One line for a table that is as the engine needs it, else one line per thing wrong."""
+    """One line for a table as the engine needs it, else one per thing wrong; then warnings."""
     columns = {r.name: r for r in await conn.execute(text(_COLUMNS_SQL), {"table": table})}
     problems: list[Check] = []
+    warnings: list[Check] = []
     described = []
     for need in (n for n in platform.NEEDS if n.table == table):
         where = f"column {table}.{need.column}"
@@ -279,7 +281,16 @@ async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
             )
             continue
         base_type = found.type.split("(")[0]
-        if base_type not in need.types:
+        if base_type in need.tolerated:
+            warnings.append(
+                Check(
+                    where,
+                    "warning",
+                    f"is {found.type}: goal times are read and written in the server's TimeZone",
+                    "keep the TimeZone setting the same between a migration and its rollback",
+                )
+            )
+        if base_type not in need.types + need.tolerated:
             problems.append(
                 _problem(
                     where, f"is {found.type}, the engine needs {need.types[0]}", "alter its type"
@@ -337,7 +348,7 @@ async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
         elif actual is not None:
             linked.append(f"{column} → {referenced}")
     if problems:
-        return problems
+        return problems + warnings
     count = len(described)
     detail = (
         f"{count} column{'s' * (count != 1)} as the engine needs "
@@ -345,7 +356,7 @@ async def check_table(conn: AsyncConnection, table: str) -> list[Check]:
     )
     if linked:
         detail += "; foreign keys " + ", ".join(linked)
-    return [Check(f"table {table}", "ok", detail)]
+    return [Check(f"table {table}", "ok", detail), *warnings]
 
 
 _INDEXES_SQL = """
@@ -487,24 +498,28 @@ def _timeouts(s: dict) -> list[Check]:
 
 _PRIVILEGES = (
     ("therapy_sessions", "SELECT"),
-    ("treatment_goals", "SELECT, INSERT, UPDATE, DELETE"),
+    ("treatment_goals", "SELECT"),
+    ("treatment_goals", "INSERT"),
+    ("treatment_goals", "UPDATE"),
+    ("treatment_goals", "DELETE"),
     ("users", "SELECT"),
 )
 
 
 async def _privileges(conn: AsyncConnection, present: set[str]) -> Check:
     missing = []
-    for table, privileges in _PRIVILEGES:
+    for table, privilege in _PRIVILEGES:
         if table not in present:
             continue
+        # One privilege per call: given a list, has_table_privilege is true if any is held.
         allowed = (
             await conn.execute(
-                text("SELECT has_table_privilege(:table, :privileges)"),
-                {"table": table, "privileges": privileges},
+                text("SELECT has_table_privilege(:table, :privilege)"),
+                {"table": table, "privilege": privilege},
             )
         ).scalar()
         if not allowed:
-            missing.append(f"{privileges} on {table}")
+            missing.append(f"{privilege} on {table}")
     can_create = (
         await conn.execute(text("SELECT has_schema_privilege(current_schema(), 'CREATE')"))
     ).scalar()

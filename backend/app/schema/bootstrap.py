@@ -65,7 +65,8 @@ async def create_platform_tables_if_absent(conn: AsyncConnection) -> Outcome:
         )
     problems = []
     for table in PLATFORM_TABLES:
-        problems.extend(c for c in await preflight.check_table(conn, table) if c.status != "ok")
+        checks = await preflight.check_table(conn, table)
+        problems.extend(c for c in checks if c.status == "problem")
     return Outcome(created=False, problems=problems)
 
 

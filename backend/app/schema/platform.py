@@ -15,6 +15,7 @@ PLATFORM_TABLES = ("users", "therapy_sessions", "treatment_goals")
 UUID = ("uuid",)
 TEXT = ("text", "character varying")
 TIMESTAMPTZ = ("timestamp with time zone",)
+NAIVE = ("timestamp without time zone",)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Need:
     column: str
     types: tuple[str, ...]
     nullable: bool | None = None
+    # Types that work with a caveat: a warning in the preflight, not a problem.
+    tolerated: tuple[str, ...] = ()
 
 
 NEEDS = (
@@ -33,7 +36,7 @@ NEEDS = (
     # Batches walk candidate sessions by patient_id range: a NULL patient would never be read.
     Need("therapy_sessions", "patient_id", UUID, nullable=False),
     Need("therapy_sessions", "therapist_id", UUID),
-    Need("therapy_sessions", "session_date", TIMESTAMPTZ),
+    Need("therapy_sessions", "session_date", TIMESTAMPTZ, tolerated=NAIVE),
     Need("therapy_sessions", "extracted_notes", ("jsonb",)),
     Need("treatment_goals", "id", UUID),
     Need("treatment_goals", "patient_id", UUID),
@@ -43,9 +46,9 @@ NEEDS = (
     # Items without a category become goals with a NULL category.
     Need("treatment_goals", "category", TEXT, nullable=True),
     Need("treatment_goals", "status", TEXT),
-    Need("treatment_goals", "created_at", TIMESTAMPTZ),
+    Need("treatment_goals", "created_at", TIMESTAMPTZ, tolerated=NAIVE),
     # Rollback tells untouched goals by updated_at still equal to their batch's insert time.
-    Need("treatment_goals", "updated_at", TIMESTAMPTZ),
+    Need("treatment_goals", "updated_at", TIMESTAMPTZ, tolerated=NAIVE),
 )
 
 # Every column a migrated goal's INSERT names; any other NOT NULL column needs a default.

@@ -10,7 +10,6 @@ built again. Both take a connection in autocommit mode (alembic's autocommit_blo
 
 import logging
 import time
-from collections.abc import Callable
 
 from alembic.util import CommandError
 from sqlalchemy import text
@@ -47,7 +46,6 @@ def with_lock_retry(
     *,
     lock_timeout: str = LOCK_TIMEOUT,
     attempts: int = LOCK_ATTEMPTS,
-    on_wait: Callable[[int], None] | None = None,
 ) -> int:
     """Run `sql` with a short lock_timeout, retrying while the lock is busy; return attempts."""
     for attempt in range(1, attempts + 1):
@@ -56,13 +54,17 @@ def with_lock_retry(
             conn.execute(text(sql))
             return attempt
         except DBAPIError as exc:
-            if sqlstate(exc) != LOCK_NOT_AVAILABLE or attempt == attempts:
+            if sqlstate(exc) != LOCK_NOT_AVAILABLE:
                 raise
+            if attempt == attempts:
+                raise CommandError(
+                    f"gave up after {attempts} tries of {lock_timeout} each to run: {sql}. A long "
+                    "transaction holds the table; find it in pg_stat_activity, let it end, and "
+                    "run the same command again (what was done so far stays done)"
+                ) from None
         finally:
             conn.execute(text("RESET lock_timeout"))
         log.info("table busy, lock not granted within %s; trying again (%d)", lock_timeout, attempt)
-        if on_wait:
-            on_wait(attempt)
         time.sleep(min(0.2 * attempt, 5.0))
     raise AssertionError("unreachable")
 

@@ -62,6 +62,16 @@ async def test_preflight_endpoint(client):
     assert (await client.get(f"{BASE}/preflight", headers={"Authorization": ""})).status_code == 401
 
 
+async def test_unknown_parameters_are_a_documented_422_on_every_route(client):
+    spec = (await client.get("/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    for path in ("/verify", "/preflight"):
+        response = await client.get(f"{BASE}{path}", params={"verbose": "1"})
+        assert response.status_code == 422, response.text
+        assert "422" in spec["paths"][BASE + path]["get"]["responses"]
+        schema[BASE + path]["GET"].validate_response(response)
+
+
 async def test_an_offset_beyond_bigint_is_a_422_naming_it(client):
     for path in (BASE, f"{BASE}/{uuid.uuid4()}/issues"):
         response = await client.get(path, params={"offset": "551258510653470405558272"})

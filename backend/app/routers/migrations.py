@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +23,13 @@ router = APIRouter(
     responses={
         401: {"model": schemas.Problem},
         403: {"model": schemas.Problem},
+        # reject_unknown_input answers 422 on every route, also those without parameters.
+        422: {
+            "description": "Validation Error",
+            "content": {
+                "application/json": {"schema": {"$ref": f"{REF_PREFIX}HTTPValidationError"}}
+            },
+        },
         503: {"model": schemas.Problem, "description": "The database is unreachable or busy"},
     },
 )

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import ROLLBACK_STAT_NAMES
@@ -147,6 +147,22 @@ class ActiveJobConflict(BaseModel):
     released_in_seconds: float | None = Field(
         None, description="When the active job is released if its process is gone"
     )
+
+
+class ValidationIssue(BaseModel):
+    """One parameter that was refused, and why."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(description='Where, e.g. ["query", "offset"]')
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """422: what was wrong with the request, parameter by parameter (or in one sentence)."""
+
+    detail: list[ValidationIssue] | str
 
 
 class Problem(BaseModel):

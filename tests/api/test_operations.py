@@ -1,6 +1,8 @@
 """Probes, the preflight endpoint, the schema guard on job starts, bounds and documented 409s."""
 
 import asyncio
+import json
+import re
 import time
 import uuid
 
@@ -60,6 +62,21 @@ async def test_preflight_endpoint(client):
     assert {c["status"] for c in body["checks"]} <= {"ok", "warning"}
     assert "service schema" in [c["name"] for c in body["checks"]]
     assert (await client.get(f"{BASE}/preflight", headers={"Authorization": ""})).status_code == 401
+
+
+async def test_the_openapi_schema_defines_everything_it_refers_to(client):
+    spec = (await client.get("/openapi.json")).json()
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert refs and refs <= set(spec["components"]["schemas"])
+
+
+async def test_a_422_in_one_sentence_matches_the_schema_too(client):
+    schema = schemathesis.openapi.from_dict((await client.get("/openapi.json")).json())
+    response = await client.post(
+        BASE, params={"dry_run": "true", "confirmed_from": str(uuid.uuid4())}
+    )
+    assert response.status_code == 422 and isinstance(response.json()["detail"], str)
+    schema[BASE]["POST"].validate_response(response)
 
 
 async def test_unknown_parameters_are_a_documented_422_on_every_route(client):

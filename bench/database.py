@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import make_url
 
-from app import db, demo, embedded
+from app import demo, embedded
 from app.models.therapy_session import CANDIDATE_PREDICATE
+from app.schema import bootstrap
 
 TEMPLATE = "bench_template"
 
@@ -75,12 +74,12 @@ class Cluster:
             await conn.close()
 
     async def build_template(self, *, sessions: int, seed: int) -> Facts:
-        """Create the template: the schema by Alembic, demo data, then VACUUM ANALYZE."""
+        """Create the template: the schema as `make run` builds it, demo data, VACUUM ANALYZE."""
         await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
         await self.admin(f"CREATE DATABASE {TEMPLATE}")
         url = self.url(TEMPLATE)
         # Alembic's env.py runs its own event loop, so it gets a thread of its own.
-        await asyncio.to_thread(command.upgrade, _alembic_config(url), "head")
+        await asyncio.to_thread(bootstrap.install, url, configure_logging=False)
         await demo.write(url, sessions=sessions, seed=seed)
         conn = await asyncpg.connect(url)
         try:
@@ -109,7 +108,3 @@ class Cluster:
             yield self.url(name)
         finally:
             await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _alembic_config(url: str) -> Config:
-    return db.alembic_config(url, configure_logging=False)

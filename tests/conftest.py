@@ -1,6 +1,7 @@
 """Real PostgreSQL for every test: TEST_DATABASE_URL's server, or an embedded one per run.
 
-The schema is built once by Alembic into a template database; each test gets its own database
+The schema is built once into a template database, the way `make run` builds it (the platform
+tables where absent, then the service's Alembic migrations); each test gets its own database
 cloned from it (about 0.1 s), so tests never see each other's rows and run in any order.
 """
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
@@ -20,6 +20,7 @@ from app import db as db_module
 from app import embedded
 from app.config import load_settings
 from app.db import create_engine
+from app.schema import bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = ROOT / "backend"
@@ -57,11 +58,11 @@ def server_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def template_db(server_url) -> str:
-    """A database migrated to head by Alembic, cloned by every test."""
+    """The platform tables as a new install creates them, then the service's migrations at head."""
     name = f"gm_template_{os.getpid()}"
     _admin(server_url, f"DROP DATABASE IF EXISTS {name}")
     _admin(server_url, f"CREATE DATABASE {name}")
-    command.upgrade(alembic_config(_with_database(server_url, name)), "head")
+    bootstrap.install(_with_database(server_url, name), configure_logging=False)
     yield name
     _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -3,9 +3,7 @@
 import warnings
 from pathlib import Path
 
-from alembic import command
-
-from app import db as db_module
+from app.schema import bootstrap
 from tests.conftest import _admin, _with_database
 
 
@@ -23,15 +21,30 @@ class OwnServer:
         self.url = self.server.get_uri()
 
     def database(self, name: str = "gm") -> str:
-        """A database migrated to head, as a postgresql:// URL."""
+        """A database built as `make run` builds one, as a postgresql:// URL."""
         _admin(self.url, f"CREATE DATABASE {name}")
         url = _with_database(self.url, name)
-        command.upgrade(db_module.alembic_config(url, configure_logging=False), "head")
+        bootstrap.install(url, configure_logging=False)
         return url
 
     def ctl(self, *args: str) -> None:
         """Run pg_ctl on this server (as the system user that owns it): restart, stop, start."""
         self._pg_ctl(["-w", *args], pgdata=self.server.pgdata, user=self.server.system_user)
 
+    def stop(self) -> None:
+        """Stop at once, ending every session (fast mode)."""
+        self.ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        """Start again after stop(), on the same socket directory, so URLs stay valid."""
+        socket_dir = self.server.get_postmaster_info().socket_dir
+        self.ctl("-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.server.log), "start")
+
+    @property
+    def running(self) -> bool:
+        return (Path(self.server.pgdata) / "postmaster.pid").exists()
+
     def close(self) -> None:
+        if not self.running:  # the package stops and deletes a running server only
+            self.start()
         self.server.cleanup()

@@ -60,11 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        secret = load_settings(require_database=False).require_jwt_secret()
+        settings = load_settings(require_database=False)
+        secret = settings.require_jwt_secret()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    minted = security.mint(secret=secret, sub=subject, role=args.role, ttl_seconds=args.ttl)
+    minted = security.mint(
+        secret=secret,
+        sub=subject,
+        role=args.role,
+        ttl_seconds=args.ttl,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
     print(minted)
     exp = jwt.decode(minted, options={"verify_signature": False})["exp"]
     expires = datetime.fromtimestamp(exp, UTC)

@@ -6,7 +6,7 @@ The app reads them once, when create_app() runs, and hands them on through app.s
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKEND_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     retry_attempts: int = 8
     retry_backoff_seconds: float = 0.5
     retry_backoff_max_seconds: float = 10.0
+    # Dry-run previews hold clinical text: deleted this many days after their job ended.
+    preview_retention_days: int = Field(default=7, ge=0)
+    retention_check_seconds: float = Field(default=3600.0, gt=0)
+    # When set, tokens must carry this aud / iss claim, and minted tokens do.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
 
     @property
     def idle_in_transaction_seconds(self) -> float:
@@ -65,6 +71,11 @@ class Settings(BaseSettings):
         nobody waits on its locks for long.
         """
         return max(1.0, self.stale_after_seconds / 2)
+
+    @field_validator("jwt_audience", "jwt_issuer")
+    @classmethod
+    def _optional_claim(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("database_url")
     @classmethod

@@ -49,7 +49,12 @@ def current_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing bearer token")
     try:
-        return security.verify(credentials.credentials, secret=settings.require_jwt_secret())
+        return security.verify(
+            credentials.credentials,
+            secret=settings.require_jwt_secret(),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
     except security.InvalidToken:
         raise _unauthorized("invalid or expired token") from None
 

@@ -1,7 +1,8 @@
 """`make run`: the service on a database of its own, ready to try, in one command.
 
 Steps, in this order: take the port (a busy one is reported before anything starts), make sure
-backend/.env has a JWT_SECRET, find the database, apply the migrations, load demo data into an
+backend/.env has a JWT_SECRET, find the database, create the platform tables where absent
+(app.schema.bootstrap) and apply the service's migrations, load demo data into an
 empty database, then print the URLs, the database and an admin token, write them to
 DATA_DIR/env for a second terminal (`source .data/env`), and serve until Ctrl-C.
 
@@ -27,7 +28,6 @@ from urllib.parse import quote
 
 import asyncpg
 import uvicorn
-from alembic import command
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -35,7 +35,8 @@ from sqlalchemy.exc import DBAPIError
 from app import demo, embedded, security
 from app.cli import common
 from app.config import BACKEND_DIR, ENV_FILE, ConfigError, Settings, load_settings
-from app.db import alembic_config, create_engine
+from app.db import create_engine
+from app.schema import bootstrap
 
 ROOT = BACKEND_DIR.parent
 DATA_DIR = ROOT / ".data"
@@ -154,9 +155,11 @@ def find_database(data_dir: Path) -> tuple[Settings, str]:
 
 
 def upgrade(settings: Settings) -> None:
-    """alembic upgrade head, or Refused with the reason in one line."""
+    """The platform tables where absent, then alembic upgrade head; or Refused, in one line."""
     try:
-        command.upgrade(alembic_config(settings.database_url), "head")
+        print(bootstrap.install(settings.database_url).describe())
+    except bootstrap.BootstrapError as exc:
+        raise Refused(str(exc)) from None
     except (CommandError, DBAPIError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise Refused(
@@ -320,6 +323,8 @@ def serve(args: argparse.Namespace, sock: socket.socket) -> int:
         sub=asyncio.run(_admin_id(dsn)),
         role="admin",
         ttl_seconds=TOKEN_TTL_SECONDS,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
     )
     port = sock.getsockname()[1]
     base = f"http://{HOST}:{port}"

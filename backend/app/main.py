@@ -4,20 +4,20 @@ Nothing is read or connected at import. `app.main:app` is built on first access,
 uvicorn starts; a missing or bad setting then ends the start with one clear message.
 """
 
+import asyncio
 import logging
 import sys
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from app import admin_page
+from app import admin_page, http_errors
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
-from app.jobs import errors, store
+from app.jobs import preflight, retention, store
 from app.jobs.runner import JobRunner, recover_stale
-from app.routers import migrations
+from app.routers import health, migrations
 
 log = logging.getLogger("app")
 
@@ -49,8 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with engine.begin() as conn:
                 await recover_stale(conn, settings)
         except (OSError, DBAPIError) as exc:
-            log.error("database not reachable at start-up: %s", type(exc).__name__)
+            log.error("database not usable at start-up: %s", http_errors.classify(exc) or exc)
+        await retention.purge(engine, settings)  # before the first request can read a preview
+        purger = asyncio.create_task(retention.purge_periodically(engine, settings))
         yield
+        purger.cancel()
+        with suppress(asyncio.CancelledError):
+            await purger
         await app.state.runner.shutdown()
         await engine.dispose()
 
@@ -61,31 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.include_router(health.router)
     app.include_router(migrations.router)
     app.add_exception_handler(store.ActiveJobExists, migrations.active_job_conflict)
     app.add_exception_handler(store.JobStateError, migrations.job_state_conflict)
     app.add_exception_handler(store.JobNotFound, migrations.job_not_found)
+    app.add_exception_handler(preflight.SchemaNotReady, migrations.schema_not_ready)
+    http_errors.install(app)
     admin_page.mount(app)
-
-    @app.exception_handler(DBAPIError)
-    @app.exception_handler(OSError)
-    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # Unreachable, restarting or refusing connections: the client may retry. Anything else
-        # from the database is a fault of ours: a 500, logged without the statement's parameters.
-        if isinstance(exc, DBAPIError) and errors.classify(exc) is not errors.Kind.TRANSIENT:
-            log.error("%s %s failed: %s", request.method, request.url.path, errors.describe(exc))
-            return JSONResponse(status_code=500, content={"detail": errors.describe(exc)})
-        log.error("database unavailable during %s %s", request.method, request.url.path)
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "database unavailable; retry in a few seconds"},
-            headers={"Retry-After": "5"},
-        )
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> dict:
-        return {"status": "ok"}
-
     return app
 
 

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import ROLLBACK_STAT_NAMES
@@ -136,8 +136,12 @@ class JobList(BaseModel):
 
 
 class ActiveJobConflict(BaseModel):
+    """409: the one-active-job guard is held."""
+
     detail: str
-    active_job_id: uuid.UUID | None
+    active_job_id: uuid.UUID | None = Field(
+        description="The job holding the guard; null if it ended just now"
+    )
     active_job_status: JobStatus | None = None
     heartbeat_age_seconds: float | None = None
     released_in_seconds: float | None = Field(
@@ -145,8 +149,55 @@ class ActiveJobConflict(BaseModel):
     )
 
 
+class ValidationIssue(BaseModel):
+    """One parameter that was refused, and why."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(description='Where, e.g. ["query", "offset"]')
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """422: what was wrong with the request, parameter by parameter (or in one sentence)."""
+
+    detail: list[ValidationIssue] | str
+
+
 class Problem(BaseModel):
+    """An error in one sentence (401, 403, 404, 503, and 409 for a job's state)."""
+
     detail: str
+
+
+class PreflightCheck(BaseModel):
+    name: str = Field(description="What was checked, e.g. 'table treatment_goals'")
+    status: Literal["ok", "warning", "problem"]
+    detail: str
+    fix: str | None = Field(description="What to do, for a warning or a problem")
+
+
+class Preflight(BaseModel):
+    ready: bool = Field(description="No check is a problem")
+    checked_at: datetime
+    checks: list[PreflightCheck]
+
+
+class SchemaNotReady(BaseModel):
+    """409: the database cannot take a job yet (the cheap part of the preflight)."""
+
+    detail: str
+    problems: list[PreflightCheck]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    detail: str | None = None
 
 
 class Finding(BaseModel):

@@ -1,4 +1,4 @@
-"""Admin tokens: HS256 JWTs with sub, role and exp, signed with JWT_SECRET."""
+"""Admin tokens: HS256 JWTs with sub, role, exp (aud, iss if configured), signed with JWT_SECRET."""
 
 import time
 from dataclasses import dataclass
@@ -20,18 +20,39 @@ class Principal:
     role: str
 
 
-def mint(*, secret: str, sub: str, role: str, ttl_seconds: int) -> str:
-    """A signed token for `sub` with `role`, valid for `ttl_seconds`."""
+def mint(
+    *,
+    secret: str,
+    sub: str,
+    role: str,
+    ttl_seconds: int,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    """A signed token for `sub` with `role`, valid for `ttl_seconds`; aud and iss if given."""
     now = int(time.time())
     claims = {"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}
+    claims.update({k: v for k, v in (("aud", audience), ("iss", issuer)) if v})
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify(token: str, *, secret: str) -> Principal:
-    """Check signature, algorithm and expiry; only HS256 is accepted, never 'none'."""
+def verify(
+    token: str, *, secret: str, audience: str | None = None, issuer: str | None = None
+) -> Principal:
+    """Check signature, algorithm and expiry; only HS256 is accepted, never 'none'.
+
+    With `audience` or `issuer` the token must carry that aud or iss claim, so a token minted
+    with the same secret for another service does not pass.
+    """
+    required = ["exp", "sub", "role"] + ["aud"] * bool(audience) + ["iss"] * bool(issuer)
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "role"]}
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            options={"require": required},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None

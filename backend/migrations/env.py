@@ -1,14 +1,21 @@
-"""Alembic environment: runs migrations over asyncpg with the URL from app.config."""
+"""Alembic environment: the service's migrations, over asyncpg, with the URL from app.config.
+
+They record their revision in their own table (VERSION_TABLE), so they sit beside the
+platform's own Alembic history and never read or write its alembic_version. Each revision
+commits on its own: some build indexes CONCURRENTLY, which cannot run inside a transaction.
+"""
 
 import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import config as app_config
 from app.models import Base
+from app.schema.version import VERSION_TABLE
 
 alembic_config = context.config
 if alembic_config.config_file_name is not None and alembic_config.attributes.get(
@@ -29,8 +36,22 @@ def _database_url() -> str:
         raise SystemExit(str(exc)) from None
 
 
+def _ours(name, type_, parent_names) -> bool:
+    # Autogenerate compares only the tables our models describe: the platform's other tables
+    # (and its alembic_version) are none of our business and must never show up as "removed".
+    return type_ != "table" or name in target_metadata.tables
+
+
+_OPTIONS = {
+    "target_metadata": target_metadata,
+    "version_table": VERSION_TABLE,
+    "include_name": _ours,
+    "transaction_per_migration": True,
+}
+
+
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(connection=connection, **_OPTIONS)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -43,8 +64,8 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_database_url(), target_metadata=target_metadata, literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    asyncio.run(_run_async())
+    raise CommandError(
+        "these migrations look at the database before changing it (they adopt objects that "
+        "exist and rebuild invalid indexes), so they cannot be printed as SQL: run them online"
+    )
+asyncio.run(_run_async())

@@ -267,7 +267,8 @@ async def test_missing_table(server_url):
         await asyncio.to_thread(drop_database, url)
     assert run.code == 2
     assert _one_problem(run) == (
-        "relation 'treatment_goals' does not exist\nrun: alembic upgrade head"
+        "relation 'treatment_goals' does not exist\nis DATABASE_URL the platform's database? "
+        "On an empty one run: python -m app.schema.bootstrap && alembic upgrade head"
     )
 
 

@@ -1,4 +1,4 @@
-"""The schema Alembic builds: names, defaults, constraints and the indexes the engine needs."""
+"""The schema install() builds: names, defaults, constraints, the indexes the engine needs."""
 
 import asyncio
 import uuid
@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.util import CommandError
 
+from app.models import Base
+from app.schema import bootstrap
+from app.schema.platform import CREATE_SQL
+from app.schema.version import VERSION_TABLE
 from tests.conftest import alembic_config, drop_database, new_database
 
 TABLES = {
@@ -141,25 +148,99 @@ async def test_a_50kb_description_inserts_and_is_found_by_index(conn):
     assert await conn.fetchval(lookup, user, text + " ") == 0
 
 
-def test_upgrade_twice_and_downgrade_to_base(server_url):
+async def test_models_describe_what_install_builds(database_url, db):
+    """Autogenerate finds nothing to change: models, bootstrap and migrations agree."""
+
+    def compare(sync_conn):
+        context = MigrationContext.configure(
+            sync_conn,
+            opts={"include_name": lambda n, t, p: t != "table" or n in Base.metadata.tables},
+        )
+        return compare_metadata(context, Base.metadata)
+
+    async with db.connect() as conn:
+        assert await conn.run_sync(compare) == []
+
+
+def _tables(url: str) -> set[str]:
+    async def go():
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {r["tablename"] for r in rows}
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def test_install_twice_then_downgrade_to_base_keeps_the_platform_tables(server_url):
     url = new_database(server_url)
     try:
-        config = alembic_config(url)
-        command.upgrade(config, "head")
-        command.upgrade(config, "head")  # a no-op
+        assert bootstrap.install(url, configure_logging=False).created
+        again = bootstrap.install(url, configure_logging=False)  # checks, creates nothing
+        assert not again.created and again.problems == []
+        assert set(TABLES) | {"migration_jobs", VERSION_TABLE} <= _tables(url)
 
-        async def tables():
-            conn = await asyncpg.connect(url)
-            try:
-                rows = await conn.fetch(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                )
-                return {r["tablename"] for r in rows}
-            finally:
-                await conn.close()
-
-        assert set(TABLES) | {"migration_jobs"} <= asyncio.run(tables())
-        command.downgrade(config, "base")
-        assert asyncio.run(tables()) == {"alembic_version"}
+        command.downgrade(alembic_config(url), "base")
+        assert _tables(url) == set(TABLES) | {VERSION_TABLE}
+        columns = asyncio.run(_columns_of(url, "treatment_goals"))
+        assert columns == TABLES["treatment_goals"] - {"source_job_id"}
     finally:
         drop_database(url)
+
+
+async def _columns_of(url, table):
+    conn = await asyncpg.connect(url)
+    try:
+        return await _columns(conn, table)
+    finally:
+        await conn.close()
+
+
+def test_upgrade_on_an_empty_database_creates_nothing_and_says_what_to_do(server_url):
+    url = new_database(server_url)
+    try:
+        with pytest.raises(CommandError) as error:
+            command.upgrade(alembic_config(url), "head")
+        assert "python -m app.schema.bootstrap" in str(error.value)
+        assert _tables(url) <= {VERSION_TABLE}
+    finally:
+        drop_database(url)
+
+
+def test_bootstrap_refuses_to_finish_half_a_platform_schema(server_url):
+    url = new_database(server_url)
+    try:
+        asyncio.run(_execute(url, "CREATE TABLE users (id uuid PRIMARY KEY)"))
+        with pytest.raises(bootstrap.BootstrapError, match="found users but not therapy_sessions"):
+            bootstrap.install(url, configure_logging=False)
+        assert _tables(url) == {"users"}
+    finally:
+        drop_database(url)
+
+
+def test_bootstrap_checks_existing_tables_and_creates_nothing(server_url):
+    url = new_database(server_url)
+    try:
+        asyncio.run(
+            _execute(url, CREATE_SQL + "ALTER TABLE treatment_goals DROP COLUMN updated_at")
+        )
+        outcome = asyncio.run(bootstrap.bootstrap(url))
+        assert not outcome.created
+        assert [(c.name, c.detail) for c in outcome.problems] == [
+            ("column treatment_goals.updated_at", "missing")
+        ]
+        with pytest.raises(bootstrap.BootstrapError, match="treatment_goals.updated_at"):
+            bootstrap.install(url, configure_logging=False)
+        assert _tables(url) == set(TABLES)  # and no migration ran
+    finally:
+        drop_database(url)
+
+
+async def _execute(url, script):
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(script)
+    finally:
+        await conn.close()

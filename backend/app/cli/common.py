@@ -11,15 +11,15 @@ import logging
 import os
 import sys
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import BACKEND_DIR, ConfigError, Settings, load_settings
-from app.db import alembic_config
 from app.models import Base
+from app.schema import version
+from app.schema.platform import PLATFORM_TABLES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -169,27 +169,29 @@ async def connect(db: AsyncEngine, settings: Settings) -> AsyncConnection:
         raise CliError(f"{unreachable}: {_driver_reason(exc)}\n{hint}") from None
 
 
-def _alembic_heads() -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+def _missing_table_hint(table: str) -> str:
+    if table in PLATFORM_TABLES:
+        return (
+            "is DATABASE_URL the platform's database? On an empty one run: "
+            "python -m app.schema.bootstrap && alembic upgrade head"
+        )
+    return UPGRADE_HINT
 
 
 async def check_schema(conn: AsyncConnection) -> None:
-    """Refuse to start on a database Alembic has not brought up to this code's schema."""
+    """Refuse to start on a database the service's migrations have not brought to head."""
     missing = (
         (await conn.execute(text(_MISSING_TABLES_SQL), {"names": list(REQUIRED_TABLES)}))
         .scalars()
         .all()
     )
     if missing:
-        raise CliError(f"relation '{missing[0]}' does not exist\n{UPGRADE_HINT}")
-    if (await conn.execute(text("SELECT to_regclass('alembic_version')"))).scalar() is None:
-        return  # a schema built some other way: the tables are there, trust them
-    current = set((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
-    heads = _alembic_heads()
-    if current != heads:
+        raise CliError(f"relation '{missing[0]}' does not exist\n{_missing_table_hint(missing[0])}")
+    current, head = await version.current(conn), version.head()
+    if current != head:
         raise CliError(
-            f"the database schema is at revision {', '.join(sorted(current)) or 'none'}, "
-            f"this code expects {', '.join(sorted(heads))}\n{UPGRADE_HINT}"
+            f"the database schema is at revision {current or 'none'}, "
+            f"this code expects {head}\n{UPGRADE_HINT}"
         )
 
 

@@ -24,11 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import schemas
-from app.cli import common, output
+from app.cli import check, common, output
 from app.cli.common import CliError
 from app.config import Settings
 from app.db import create_engine
-from app.jobs import errors, runner, store
+from app.jobs import errors, retention, runner, store
 from app.jobs import verify as verify_numbers
 
 DEFAULT_BATCH_SIZE = 1000
@@ -36,7 +36,7 @@ MAX_BATCH_SIZE = 10_000
 ACTOR = "cli"
 DEFAULT_LIST = 20
 MAX_LIST = 500
-VERBS = ("verify", "list", "status", "cancel")
+VERBS = ("verify", "list", "status", "cancel", "check")
 # The signals that stop a run at a batch boundary, and how the first message names them.
 SIGNALS = {signal.SIGINT: "", signal.SIGTERM: "SIGTERM: ", signal.SIGHUP: "Hang-up (SIGHUP): "}
 _ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python scripts/migrate_goals_from_jsonb.py",
         description="Create treatment_goals from the action items in "
         "therapy_sessions.extracted_notes (run from backend/; see docs/CLI.md).",
-        epilog="A JOB_ID may be shortened to any unique start of it. Exit codes: 0 success, "
-        "1 sessions or the job failed, or the run was not confirmed, 2 configuration or schema "
-        "problem, bad option or job id, 3 another job is active, 130 interrupted by Ctrl-C, "
+        epilog="A JOB_ID may be shortened to any unique start of it. Exit codes: 0 success "
+        "(--check: ready), 1 sessions or the job failed, or the run was not confirmed, "
+        "2 configuration or schema problem (--check: not ready), bad option or job id, "
+        "3 another job is active, 130 interrupted by Ctrl-C, "
         "SIGTERM or SIGHUP (resume with --resume JOB_ID)",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -128,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB_ID",
         type=_job_ref,
         help="ask an active job to stop at its next batch boundary",
+    )
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="read-only preflight: is this database ready? (exit 0 ready, 2 not)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="show what would happen; change nothing"
@@ -281,6 +287,7 @@ class Command:
         for sig in SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
+            await retention.purge(db, settings)  # previews hold clinical text; see retention.py
             job, token = await self.start(db, settings)
             return await self.follow(db, settings, job, token)
         finally:
@@ -463,7 +470,9 @@ class Command:
         return code
 
     async def verb(self, db: AsyncEngine, settings: Settings) -> int:
-        """--verify, --list, --status or --cancel: read (or flag) jobs; nothing runs here."""
+        """--verify, --list, --status, --cancel or --check: read (or flag); nothing runs here."""
+        if self.args.check:  # the preflight itself: before the schema is there, too
+            return await check.run(db, settings, self.console, as_json=self.args.json)
         await common.preflight(db, settings)
         if self.args.verify:
             return await self.verify(db)

@@ -1,4 +1,8 @@
-"""SQLAlchemy models, one per file; importing this package registers them all on Base."""
+"""SQLAlchemy models, one per file; importing this package registers them all on Base.
+
+They describe the whole schema as app.schema.bootstrap.install() builds it: the platform's
+tables plus this service's objects (tests/integration/test_schema.py compares the two).
+"""
 
 from app.models.base import Base
 from app.models.migration_audit import MigrationAudit

@@ -1,4 +1,7 @@
-"""Therapy sessions, whose extracted_notes JSONB holds the clinicians' action items."""
+"""Therapy sessions, whose extracted_notes JSONB holds the clinicians' action items.
+
+The platform's table; the candidates index is this service's (migration 0003).
+"""
 
 import uuid
 from datetime import datetime

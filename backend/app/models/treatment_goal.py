@@ -1,4 +1,8 @@
-"""Treatment goals: the relational home of action items."""
+"""Treatment goals: the relational home of action items.
+
+The platform's table (app.schema.platform); source_job_id and the md5 and source-job indexes
+are this service's additions (migrations 0003 and 0004).
+"""
 
 import uuid
 from datetime import datetime

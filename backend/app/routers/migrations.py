@@ -1,15 +1,17 @@
 """Admin API for the goal migration: start, watch, cancel, resume, roll back, verify."""
 
+import dataclasses
 import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schemas
 from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, reject_unknown_input, require_admin
-from app.jobs import engine, prediction, store
+from app.jobs import engine, prediction, preflight, store
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
 
@@ -17,13 +19,27 @@ router = APIRouter(
     prefix="/admin/migrations/goals",
     tags=["goal migration"],
     dependencies=[Depends(require_admin), Depends(reject_unknown_input)],
-    responses={401: {"model": schemas.Problem}, 403: {"model": schemas.Problem}},
+    responses={
+        401: {"model": schemas.Problem},
+        403: {"model": schemas.Problem},
+        # Every route answers 422 for an unknown parameter (reject_unknown_input), also those
+        # without parameters; one definition for all, as FastAPI adds none where this one is.
+        422: {"model": schemas.ValidationProblem, "description": "Validation Error"},
+        503: {"model": schemas.Problem, "description": "The database is unreachable or busy"},
+    },
 )
 
 DEFAULT_BATCH_SIZE = 1000
-_CONFLICT = {409: {"model": schemas.ActiveJobConflict}}
+# Beyond any real count of jobs or findings, and inside PostgreSQL's bigint.
+MAX_OFFSET = 10_000_000
 _NOT_FOUND = {404: {"model": schemas.Problem}}
 _NEW = "A new value for the rest of the job (recorded in its audit trail)"
+# What each kind of 409 answers with: starting a job meets the active-job guard or a schema
+# that is not ready; acting on a job also meets that job's state.
+_START_CONFLICT = {409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady}}
+_JOB_CONFLICT = {
+    409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady | schemas.Problem}
+}
 
 
 async def active_job_conflict(request: Request, exc: store.ActiveJobExists) -> JSONResponse:
@@ -61,6 +77,22 @@ async def job_state_conflict(request: Request, exc: store.JobStateError) -> JSON
     return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
 
 
+async def schema_not_ready(request: Request, exc: preflight.SchemaNotReady) -> JSONResponse:
+    """409 with the preflight's problems instead of a job failing mid-way (see create_app)."""
+    body = schemas.SchemaNotReady(
+        detail="the database is not ready for a migration job: "
+        + "; ".join(f"{p.name} {p.detail}" for p in exc.problems),
+        problems=[dataclasses.asdict(p) for p in exc.problems],
+    )
+    return JSONResponse(status_code=status.HTTP_409_CONFLICT, content=body.model_dump())
+
+
+async def _require_ready(conn: AsyncConnection) -> None:
+    # The cheap part of the preflight: two catalog look-ups, before any job is created.
+    async with conn.begin():
+        await preflight.require_ready(conn)
+
+
 async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
     async with conn.begin():
         await recover_stale(conn, settings)
@@ -80,7 +112,7 @@ def _accepted(response: Response, job: schemas.Job) -> schemas.Job:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses=_CONFLICT,
+    responses=_START_CONFLICT,
     summary="Start a migration job (a dry run unless dry_run=false)",
 )
 async def start_migration(
@@ -98,6 +130,7 @@ async def start_migration(
         Query(description="The succeeded dry run this real run was confirmed from"),
     ] = None,
 ):
+    await _require_ready(conn)
     if confirmed_from is not None:
         if dry_run:
             raise HTTPException(422, detail="confirmed_from applies to a real run (dry_run=false)")
@@ -126,7 +159,7 @@ async def list_jobs(
     status: schemas.JobStatus | None = None,
     kind: Literal["migrate", "rollback"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     async with conn.begin():
         await recover_stale(conn, settings)
@@ -149,6 +182,15 @@ async def verify(conn: ConnDep):
     return schemas.Verification(**await verify_numbers.report(conn))
 
 
+@router.get(
+    "/preflight",
+    response_model=schemas.Preflight,
+    summary="Read-only check of the database: is it ready for a migration, and if not, why",
+)
+async def preflight_report(conn: ConnDep):
+    return preflight.as_dict(await preflight.run(conn))
+
+
 @router.get("/{job_id}", response_model=schemas.Job, responses=_NOT_FOUND, summary="One job")
 async def get_job(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
     return await _job(conn, settings, job_id)
@@ -166,7 +208,7 @@ async def list_issues(
     settings: SettingsDep,
     kind: Literal["invalid", "error"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     await _job(conn, settings, job_id)
     items, total = await store.list_findings(
@@ -223,7 +265,7 @@ async def cancel(job_id: uuid.UUID, admin: AdminUser, conn: ConnDep, settings: S
     "/{job_id}/resume",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_CONFLICT},
+    responses={**_NOT_FOUND, **_JOB_CONFLICT},
     summary="Continue a cancelled, interrupted or failed job from its saved cursor",
 )
 async def resume(
@@ -237,6 +279,7 @@ async def resume(
     max_errors: Annotated[int | None, Query(ge=0, le=10_000_000, description=_NEW)] = None,
     batch_size: Annotated[int | None, Query(ge=1, le=10000, description=_NEW)] = None,
 ):
+    await _require_ready(conn)
     await _job(conn, settings, job_id)
     changes = {"pause_ms": pause_ms, "max_errors": max_errors, "batch_size": batch_size}
     await runner.resume(
@@ -277,7 +320,7 @@ _ROLLBACK_DRY_RUN = "Count what would be deleted and kept (the default); false d
     "/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_CONFLICT},
+    responses={**_NOT_FOUND, **_JOB_CONFLICT},
     summary="Take back the goals of several migration jobs in one rollback (a dry run unless "
     "dry_run=false)",
 )
@@ -301,6 +344,7 @@ async def rollback_jobs(
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
 ):
     targets = _job_ids(jobs)
+    await _require_ready(conn)
     return await _start_rollback(
         response, admin, runner, conn, settings, targets=targets, force=force,
         dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms,
@@ -336,7 +380,7 @@ def _job_ids(value: str) -> list[uuid.UUID]:
     "/{job_id}/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_CONFLICT},
+    responses={**_NOT_FOUND, **_JOB_CONFLICT},
     summary="Delete the goals this job created, keeping those changed since (a dry run unless "
     "dry_run=false)",
 )
@@ -352,6 +396,7 @@ async def rollback(
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
 ):
+    await _require_ready(conn)
     await _job(conn, settings, job_id)
     return await _start_rollback(
         response, admin, runner, conn, settings, targets=[job_id], force=force,

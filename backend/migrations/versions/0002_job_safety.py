@@ -7,9 +7,7 @@ Create Date: 2026-11-26 09:40:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -19,19 +17,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # Constant defaults and nullable columns: PostgreSQL adds them without rewriting the table.
-    op.add_column(
-        "migration_job_partitions",
-        sa.Column(
-            "items_in_failed_sessions", sa.BigInteger(), server_default=sa.text("0"), nullable=False
-        ),
+    # IF NOT EXISTS: job tables adopted from an earlier install (see 0001) may have them.
+    op.execute(
+        "ALTER TABLE migration_job_partitions "
+        "ADD COLUMN IF NOT EXISTS items_in_failed_sessions bigint DEFAULT 0 NOT NULL"
     )
-    op.add_column(
-        "migration_jobs",
-        sa.Column("target_job_ids", postgresql.ARRAY(sa.Uuid()), nullable=True),
-    )
+    op.execute("ALTER TABLE migration_jobs ADD COLUMN IF NOT EXISTS target_job_ids uuid[]")
     op.execute(
         "UPDATE migration_jobs SET target_job_ids = ARRAY[target_job_id] "
-        "WHERE target_job_id IS NOT NULL"
+        "WHERE target_job_id IS NOT NULL AND target_job_ids IS NULL"
     )
 
 

@@ -1,24 +1,60 @@
-"""initial schema
+"""the service's job tables
 
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-25 12:58:02.278546
+
+Only the service's own tables: migration jobs, their partitions, batches, findings, previews
+and audit trail. The platform's tables are not created here (app.schema.bootstrap does that on
+an empty database only). A database built before the service kept its own version table
+already has these tables, exactly as below: they are adopted as they are.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
+
+from app.schema import online
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Dropped in this order on downgrade (children first).
+JOB_TABLES = (
+    "migration_previews",
+    "migration_job_partitions",
+    "migration_findings",
+    "migration_batches",
+    "migration_audit",
+    "migration_jobs",
+)
+
 
 def upgrade() -> None:
+    conn = op.get_bind()
+    # Checked first so that an empty or wrong database gets the advice and nothing else.
+    online.require_platform_tables(conn)
+    present = [t for t in JOB_TABLES if online.table_exists(conn, t)]
+    if not present:
+        _create()
+    elif len(present) == len(JOB_TABLES) and online.column_exists(
+        conn, "migration_jobs", "run_token"
+    ):
+        # Built by this service before it kept its own version table: keep them, history and all.
+        online.log.info("job tables found from an earlier install: kept as they are")
+    else:
+        raise CommandError(
+            f"found tables this service did not build under its job tables' names "
+            f"({', '.join(present)}); rename or drop them, then run the upgrade again"
+        )
 
+
+def _create() -> None:
     op.create_table(
         "migration_jobs",
         sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -79,22 +115,6 @@ def upgrade() -> None:
         [sa.literal_column("(true)")],
         unique=True,
         postgresql_where=sa.text("status IN ('queued', 'running', 'cancelling')"),
-    )
-    op.create_table(
-        "users",
-        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
-        sa.Column("email", sa.Text(), nullable=False),
-        sa.Column("full_name", sa.Text(), nullable=True),
-        sa.Column("role", sa.Text(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.CheckConstraint("role IN ('admin', 'therapist', 'patient')", name=op.f("ck_users_role")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
-        sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
     op.create_table(
         "migration_audit",
@@ -224,134 +244,15 @@ def upgrade() -> None:
             "job_id", "session_id", "item_index", name=op.f("pk_migration_previews")
         ),
     )
-    op.create_table(
-        "therapy_sessions",
-        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
-        sa.Column("patient_id", sa.Uuid(), nullable=False),
-        sa.Column("therapist_id", sa.Uuid(), nullable=False),
-        sa.Column("session_date", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("extracted_notes", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.ForeignKeyConstraint(
-            ["patient_id"], ["users.id"], name=op.f("fk_therapy_sessions_patient_id_users")
-        ),
-        sa.ForeignKeyConstraint(
-            ["therapist_id"], ["users.id"], name=op.f("fk_therapy_sessions_therapist_id_users")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_therapy_sessions")),
-    )
-    op.create_index(
-        "ix_therapy_sessions_candidates",
-        "therapy_sessions",
-        ["patient_id", "session_date", "id"],
-        unique=False,
-        postgresql_where=sa.text("jsonb_typeof(extracted_notes -> 'action_items') <> 'null'"),
-    )
-    op.create_index(
-        "ix_therapy_sessions_therapist_id", "therapy_sessions", ["therapist_id"], unique=False
-    )
-    op.create_table(
-        "treatment_goals",
-        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
-        sa.Column("patient_id", sa.Uuid(), nullable=False),
-        sa.Column("therapist_id", sa.Uuid(), nullable=False),
-        sa.Column("session_id", sa.Uuid(), nullable=True),
-        sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("category", sa.Text(), nullable=True),
-        sa.Column("status", sa.Text(), server_default=sa.text("'assigned'"), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.Column("source_job_id", sa.Uuid(), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('assigned', 'in_progress', 'completed', 'discontinued')",
-            name=op.f("ck_treatment_goals_status"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["patient_id"], ["users.id"], name=op.f("fk_treatment_goals_patient_id_users")
-        ),
-        sa.ForeignKeyConstraint(
-            ["session_id"],
-            ["therapy_sessions.id"],
-            name=op.f("fk_treatment_goals_session_id_therapy_sessions"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["source_job_id"],
-            ["migration_jobs.id"],
-            name=op.f("fk_treatment_goals_source_job_id_migration_jobs"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["therapist_id"], ["users.id"], name=op.f("fk_treatment_goals_therapist_id_users")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_treatment_goals")),
-    )
-    op.create_index(
-        "ix_treatment_goals_patient_id_description_md5",
-        "treatment_goals",
-        ["patient_id", sa.literal_column("md5(description)")],
-        unique=False,
-    )
-    op.create_index(
-        "ix_treatment_goals_session_id", "treatment_goals", ["session_id"], unique=False
-    )
-    op.create_index(
-        "ix_treatment_goals_source_job_id",
-        "treatment_goals",
-        ["source_job_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("source_job_id IS NOT NULL"),
-    )
-    op.create_index(
-        "ix_treatment_goals_therapist_id", "treatment_goals", ["therapist_id"], unique=False
-    )
 
 
 def downgrade() -> None:
-
-    op.drop_index("ix_treatment_goals_therapist_id", table_name="treatment_goals")
-    op.drop_index(
-        "ix_treatment_goals_source_job_id",
-        table_name="treatment_goals",
-        postgresql_where=sa.text("source_job_id IS NOT NULL"),
+    conn = op.get_bind()
+    jobs = conn.execute(sa.text("SELECT count(*) FROM migration_jobs")).scalar()
+    online.log.info(
+        "dropping the job tables %s with the history of %d jobs; no platform table or goal is touched",
+        ", ".join(JOB_TABLES),
+        jobs,
     )
-    op.drop_index("ix_treatment_goals_session_id", table_name="treatment_goals")
-    op.drop_index("ix_treatment_goals_patient_id_description_md5", table_name="treatment_goals")
-    op.drop_table("treatment_goals")
-    op.drop_index("ix_therapy_sessions_therapist_id", table_name="therapy_sessions")
-    op.drop_index(
-        "ix_therapy_sessions_candidates",
-        table_name="therapy_sessions",
-        postgresql_where=sa.text("jsonb_typeof(extracted_notes -> 'action_items') <> 'null'"),
-    )
-    op.drop_table("therapy_sessions")
-    op.drop_table("migration_previews")
-    op.drop_table("migration_job_partitions")
-    op.drop_index("ix_migration_findings_job_id_kind", table_name="migration_findings")
-    op.drop_table("migration_findings")
-    op.drop_index("ix_migration_batches_job_id_inserted_at", table_name="migration_batches")
-    op.drop_table("migration_batches")
-    op.drop_index("ix_migration_audit_job_id_id", table_name="migration_audit")
-    op.drop_table("migration_audit")
-    op.drop_table("users")
-    op.drop_index(
-        "uq_migration_jobs_one_active",
-        table_name="migration_jobs",
-        postgresql_where=sa.text("status IN ('queued', 'running', 'cancelling')"),
-    )
-    op.drop_index("ix_migration_jobs_created_at", table_name="migration_jobs")
-    op.drop_table("migration_jobs")
+    for table in JOB_TABLES:
+        op.drop_table(table)

@@ -23,6 +23,10 @@ class Outcome:
     invalid: list = field(default_factory=list)  # (session_id, item_index, reason)
     errors: list = field(default_factory=list)  # session ids
 
+    @property
+    def patients_with_goals_created(self) -> int:
+        return len({goal[0] for goal in self.goals})
+
 
 def verdict(item):
     """(reason, description, category) for one action item."""

@@ -64,6 +64,9 @@ class Job(BaseModel):
     dry_run: bool
     status: JobStatus
     rolled_back: bool = Field(description="A real rollback took this job's goals back")
+    patients_with_goals_created: int | None = Field(
+        None, description="Patients given at least one goal (would be, for a dry run)"
+    )
     batch_size: int
     pause_ms: int
     max_errors: int
@@ -120,6 +123,9 @@ class Job(BaseModel):
         return cls(
             **{k: row[k] for k in cls.model_fields if k in row and k not in _COMPUTED},
             rolled_back=row["rolled_back_by"] is not None,
+            patients_with_goals_created=(
+                row["patients_with_goals_created"] if row["kind"] == "migrate" else None
+            ),
             heartbeat_age_seconds=round(age, 1) if active else None,
             released_in_seconds=round(max(stale_after_seconds - age, 0), 1) if active else None,
             progress=progress,
@@ -127,7 +133,14 @@ class Job(BaseModel):
         )
 
 
-_COMPUTED = ("progress", "stats", "rolled_back", "heartbeat_age_seconds", "released_in_seconds")
+_COMPUTED = (
+    "progress",
+    "stats",
+    "rolled_back",
+    "patients_with_goals_created",
+    "heartbeat_age_seconds",
+    "released_in_seconds",
+)
 
 
 class JobList(BaseModel):

@@ -9,6 +9,7 @@ from app import demo
 from app.jobs import store
 from tests import helpers
 from tests.api.conftest import BASE, wait_for
+from tests.expected import model_outcome
 
 
 async def _jobs(db) -> int:
@@ -235,3 +236,15 @@ async def test_a_rollback_shares_its_goals_between_partitions(client, db, databa
     assert sum(shares) == job["stats"]["goals_created"]
     # time-ordered goal ids sit in a narrow band: split over it, each partition gets a share
     assert min(shares) > sum(shares) // 10
+
+
+async def test_the_dry_run_says_how_many_patients_get_goals(client, db, database_url):
+    await demo.write(database_url, sessions=300, seed=50)
+    expected = await model_outcome(db)
+    dry = (await client.post(BASE, params={"batch_size": 40})).json()
+    dry = await wait_for(client, dry["id"])
+    real = await _migrate(client, batch_size=25)
+    assert dry["patients_with_goals_created"] == expected.patients_with_goals_created > 0
+    assert real["patients_with_goals_created"] == expected.patients_with_goals_created
+    rollback = (await client.post(f"{BASE}/{real['id']}/rollback")).json()
+    assert rollback["patients_with_goals_created"] is None

@@ -90,14 +90,15 @@ def test_preview_confirm_run_history_undo_verify(page, server):
     s = dry["stats"]
     run = page.locator("#run-migration")
     expected = (
-        f"Create {goals(s['goals_created'])} from "
+        f"Create {goals(s['goals_created'])} for "
+        f"{plural(dry['patients_with_goals_created'], 'patient', 'patients')} from "
         f"{plural(s['sessions_with_action_items'], 'session', 'sessions')}…"
     )
     expect(run).to_have_text(expected)
     page.get_by_label("Pause between batches (ms)").fill("0")
     run.click()
     dialog = page.get_by_role("dialog", name="Run the migration?")
-    expect(dialog).to_contain_text(f"create {goals(s['goals_created'])} from")
+    expect(dialog).to_contain_text(f"create {goals(s['goals_created'])} for")
     duplicates = plural(s["goals_skipped_duplicate"], "duplicate", "duplicates")
     invalid_items = plural(s["goals_skipped_invalid"], "invalid item", "invalid items")
     expect(dialog).to_contain_text(f"skip {duplicates} and {invalid_items}")

@@ -301,7 +301,11 @@ async def test_a_missing_table_fails_the_job_with_the_guides_advice(db, settings
         await conn.execute(text("DROP TABLE treatment_goals"))
     assert await runner.run_job(db, settings, job_id=job_id, token=token) == "failed"
     job = await helpers.get(db, job_id)
-    assert job["error"] == "relation 'treatment_goals' does not exist; run: alembic upgrade head"
+    # the guide's troubleshooting advice, and the step an empty database needs first
+    assert job["error"].startswith(
+        "relation 'treatment_goals' does not exist; run: alembic upgrade head"
+    )
+    assert "python -m app.schema.bootstrap" in job["error"]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

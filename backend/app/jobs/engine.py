@@ -42,9 +42,10 @@ STAT_NAMES = (
     "goals_skipped_invalid",
     "errors",
 )
-# Kept beside them so verification can reconcile every item: items = created + duplicate +
-# invalid + the items of sessions that failed and were rolled back.
-COUNTER_NAMES = (*STAT_NAMES, "items_in_failed_sessions")
+# Kept beside them: the items of sessions that failed and were rolled back, so verification can
+# reconcile every item (items = created + duplicate + invalid + those), and the patients who
+# were given goals (exact when summed over batches, which hold whole patients).
+COUNTER_NAMES = (*STAT_NAMES, "items_in_failed_sessions", "patients_with_goals_created")
 
 # The batch statement is a chain of CTEs, one per step of the rules; batch_sql() picks the
 # variants (real or dry, a patient range or one session of it, with or without a report).
@@ -138,12 +139,12 @@ _CREATE_REAL = f"""created AS (
     SELECT {UUID7}, patient_id, therapist_id, session_id, description, category, 'assigned',
            session_date, now(), :job_id
     FROM new_goals
-    RETURNING 1
+    RETURNING patient_id
 )"""
 
 # A dry run writes nothing to treatment_goals; it keeps the first goals it would create.
 _CREATE_DRY = """created AS (
-    SELECT 1 FROM new_goals
+    SELECT patient_id FROM new_goals
 ),
 previewed AS (
     INSERT INTO migration_previews (job_id, session_id, item_index, patient_id, description,
@@ -188,6 +189,7 @@ _COUNTS = """
      WHERE jsonb_typeof(action_items) = 'array' AND action_items <> '[]'::jsonb)
         AS sessions_with_action_items,
     (SELECT count(*) FROM created) AS goals_created,
+    (SELECT count(DISTINCT patient_id) FROM created) AS patients_with_goals_created,
     (SELECT count(*) FROM goals) - (SELECT count(*) FROM created) AS goals_skipped_duplicate,
     (SELECT count(*) FROM items WHERE reason IS NOT NULL) AS goals_skipped_invalid,
     (SELECT count(*) FROM findings) AS findings_stored"""
@@ -222,6 +224,12 @@ ORDER BY patient_id, session_date, id
 
 COUNT_CANDIDATES_SQL = f"SELECT count(*) FROM therapy_sessions WHERE {CANDIDATE_PREDICATE}"
 
+# This batch's goals are the job's only goals in its patient range: batches hold whole patients.
+_BATCH_PATIENTS_SQL = """
+SELECT count(DISTINCT patient_id) FROM treatment_goals
+WHERE source_job_id = :job_id AND patient_id BETWEEN :lo AND :hi
+"""
+
 
 def batch_sql(*, dry_run: bool, one_session: bool = False, report: bool = False) -> str:
     """The batch statement for a real or dry run, over a patient range or one session of it."""
@@ -253,7 +261,7 @@ class BatchResult:
     report: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, row: Any) -> None:
-        for name in STAT_NAMES:
+        for name in (*STAT_NAMES, "patients_with_goals_created"):
             if name != "errors":
                 self.stats[name] += getattr(row, name)
         self.findings_stored += row.findings_stored
@@ -352,6 +360,10 @@ async def _replay(conn: AsyncConnection, params: dict[str, Any], *, report: bool
                 result.report.append({"session_id": str(session.id), "error": info})
             continue
         result.add(row)
+    # One statement per session counts a patient once per session: count the batch's instead.
+    result.stats["patients_with_goals_created"] = (
+        await conn.execute(text(_BATCH_PATIENTS_SQL), params)
+    ).scalar_one()
     return result
 
 

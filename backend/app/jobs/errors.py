@@ -112,7 +112,10 @@ def describe(exc: BaseException) -> str:
         info = error_info(exc)
         if info.sqlstate == "42P01":
             relation = missing_relation(exc) or "treatment_goals"
-            return f"relation '{relation}' does not exist; run: alembic upgrade head"
+            return (
+                f"relation '{relation}' does not exist; run: alembic upgrade head "
+                "(on an empty database, first: python -m app.schema.bootstrap)"
+            )
         if exc.connection_invalidated or info.sqlstate is None:
             return f"database connection lost: {info.error_class}"
         return f"database error: {info}"

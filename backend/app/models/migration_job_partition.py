@@ -32,6 +32,7 @@ class MigrationJobPartition(Base):
     goals_skipped_invalid: Mapped[int] = _counter()
     errors: Mapped[int] = _counter()
     items_in_failed_sessions: Mapped[int] = _counter()
+    patients_with_goals_created: Mapped[int] = _counter()
     goals_deleted: Mapped[int] = _counter()
     goals_kept_modified: Mapped[int] = _counter()
     findings_stored: Mapped[int] = _counter()

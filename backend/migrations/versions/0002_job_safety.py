@@ -1,4 +1,5 @@
-"""job safety and operator needs: items of failed sessions, rollbacks of several jobs
+"""job safety and operator needs: items of failed sessions, patients given goals, rollbacks of
+several jobs
 
 Revision ID: 0002
 Revises: 0001
@@ -22,6 +23,10 @@ def upgrade() -> None:
         "ALTER TABLE migration_job_partitions "
         "ADD COLUMN IF NOT EXISTS items_in_failed_sessions bigint DEFAULT 0 NOT NULL"
     )
+    op.execute(
+        "ALTER TABLE migration_job_partitions "
+        "ADD COLUMN IF NOT EXISTS patients_with_goals_created bigint DEFAULT 0 NOT NULL"
+    )
     op.execute("ALTER TABLE migration_jobs ADD COLUMN IF NOT EXISTS target_job_ids uuid[]")
     op.execute(
         "UPDATE migration_jobs SET target_job_ids = ARRAY[target_job_id] "
@@ -31,4 +36,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_column("migration_jobs", "target_job_ids")
+    op.drop_column("migration_job_partitions", "patients_with_goals_created")
     op.drop_column("migration_job_partitions", "items_in_failed_sessions")

@@ -101,7 +101,7 @@ export function migrateView({ api }) {
     const ready = dry && dry.status === "succeeded" && !real;
     run.disabled = !ready;
     if (ready) {
-      run.textContent = `Create ${plural(dry.stats.goals_created, "goal", "goals")} from ${plural(dry.stats.sessions_with_action_items, "session", "sessions")}…`;
+      run.textContent = `Create ${plural(dry.stats.goals_created, "goal", "goals")} for ${plural(dry.patients_with_goals_created, "patient", "patients")} from ${plural(dry.stats.sessions_with_action_items, "session", "sessions")}…`;
       clear(runState).append("Dry run ", jobLink(dry.id), ` of ${when(dry.finished_at)} predicts the numbers on the button; what it found is listed below. Running asks you to confirm them.`);
     } else {
       run.textContent = "Run the migration";
@@ -173,7 +173,7 @@ export function migrateView({ api }) {
         h(
           "ul",
           { class: "prediction-list" },
-          h("li", {}, "create ", h("strong", { "data-confirm": "goals_created" }, plural(s.goals_created, "goal", "goals")), ` from ${plural(s.sessions_with_action_items, "session", "sessions")} with action items (${plural(s.sessions_processed, "session", "sessions")} read);`),
+          h("li", {}, "create ", h("strong", { "data-confirm": "goals_created" }, plural(s.goals_created, "goal", "goals")), ` for ${plural(dry.patients_with_goals_created, "patient", "patients")} from ${plural(s.sessions_with_action_items, "session", "sessions")} with action items (${plural(s.sessions_processed, "session", "sessions")} read);`),
           h("li", {}, `skip ${plural(s.goals_skipped_duplicate, "duplicate", "duplicates")} and ${plural(s.goals_skipped_invalid, "invalid item", "invalid items")};`),
           h("li", {}, s.errors ? `leave ${plural(s.errors, "session", "sessions")} that fail untouched (the dry run lists them).` : "find no session that fails."),
         ),

@@ -27,12 +27,7 @@ async def check_source(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
     Raises InvalidSource for an unknown job or one that is not a dry-run migration, and
     store.JobStateError for a dry run that has not (yet) succeeded.
     """
-    row = (
-        await conn.execute(
-            text("SELECT kind, dry_run, status FROM migration_jobs WHERE id = :job_id"),
-            {"job_id": job_id},
-        )
-    ).one_or_none()
+    row = await store.job_state(conn, job_id=job_id)
     if row is None:
         raise InvalidSource(f"confirmed_from: no job {job_id}")
     if row.kind != "migrate" or not row.dry_run:

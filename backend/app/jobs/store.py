@@ -213,14 +213,19 @@ async def check_rollback_targets(conn: AsyncConnection, *, targets: Sequence[uui
         await check_rollback_target(conn, job_id=job_id)
 
 
-async def check_rollback_target(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
-    """Refuse to roll back anything but a finished real migration job; revoke its leases."""
-    row = (
+async def job_state(conn: AsyncConnection, *, job_id: uuid.UUID) -> Any:
+    """A job's kind, dry_run and status, or None for an unknown id."""
+    return (
         await conn.execute(
             text("SELECT kind, dry_run, status FROM migration_jobs WHERE id = :job_id"),
             {"job_id": job_id},
         )
     ).one_or_none()
+
+
+async def check_rollback_target(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
+    """Refuse to roll back anything but a finished real migration job; revoke its leases."""
+    row = await job_state(conn, job_id=job_id)
     if row is None:
         raise JobNotFound(job_id)
     if row.kind != "migrate":

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from alembic.config import Config
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
 from app import db as db_module
@@ -25,6 +26,13 @@ from app.schema import bootstrap
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = ROOT / "backend"
 SECRET = "test-secret-" + "x" * 40
+
+# Property tests draw the same examples on every run (make test, CI, the 20x loop) and never
+# replay a failure from a stale .hypothesis/ directory: a red run always means a changed input.
+# HYPOTHESIS_PROFILE=explore draws fresh random examples, more of them, to hunt for new bugs.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, max_examples=25)
+hypothesis_settings.register_profile("explore", database=None, max_examples=200)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def _with_database(url: str, name: str) -> str:

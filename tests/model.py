@@ -1,6 +1,10 @@
 """A plain, obviously-correct sequential model of the migration rules, to judge the engine by.
 
-One session at a time in (session_date, id) order, one transaction each, items in array order.
+It imports nothing from `app`: it is written from docs/ENGINE.md alone, so a rule bug in the
+engine cannot hide in the expectations. One session at a time, one transaction each, items in
+array order. Patients are walked in uuid order and each patient's sessions in (session_date, id)
+order, the order docs/ENGINE.md gives for batches; duplicates never cross patients, so this is
+the guide's (session_date, id) order for every duplicate decision.
 """
 
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ class Outcome:
     goals: list = field(default_factory=list)  # (patient, therapist, session, desc, cat, date)
     invalid: list = field(default_factory=list)  # (session_id, item_index, reason)
     errors: list = field(default_factory=list)  # session ids
+    findings: list = field(default_factory=list)  # (session_id, item_index, kind), in order
 
     @property
     def patients_with_goals_created(self) -> int:
@@ -56,6 +61,23 @@ def is_candidate(notes) -> bool:
     return isinstance(notes, dict) and notes.get("action_items") is not None
 
 
+def candidates(sessions) -> list:
+    """The sessions a migration looks at, in processing order."""
+    return sorted(
+        (s for s in sessions if is_candidate(s["notes"])),
+        key=lambda s: (s["patient_id"], s["session_date"], s["id"]),
+    )
+
+
+def item_count(sessions) -> int:
+    """Action items in JSONB: an array's elements, or one for any other value."""
+    total = 0
+    for s in candidates(sessions):
+        items = s["notes"]["action_items"]
+        total += len(items) if isinstance(items, list) else 1
+    return total
+
+
 def migrate(sessions, existing, fail_sessions=frozenset()) -> Outcome:
     """sessions: dicts with id, patient_id, therapist_id, session_date, notes (None = SQL NULL).
 
@@ -64,10 +86,7 @@ def migrate(sessions, existing, fail_sessions=frozenset()) -> Outcome:
     """
     out = Outcome()
     seen = set(existing)
-    for s in sorted(
-        (s for s in sessions if is_candidate(s["notes"])),
-        key=lambda s: (s["session_date"], s["id"]),
-    ):
+    for s in candidates(sessions):
         items = s["notes"]["action_items"]
         stats = dict.fromkeys(STATS, 0)
         new, invalid = [], []
@@ -97,11 +116,13 @@ def migrate(sessions, existing, fail_sessions=frozenset()) -> Outcome:
                     )
         if new and s["id"] in fail_sessions:
             # A failed session still counts as processed and, with a non-empty array, as a
-            # session with action items; its items count in no goal statistic.
+            # session with action items; its items count in no goal statistic, and its goals
+            # do not exist for later sessions.
             out.stats["sessions_processed"] += 1
             out.stats["sessions_with_action_items"] += stats["sessions_with_action_items"]
             out.stats["errors"] += 1
             out.errors.append(s["id"])
+            out.findings.append((s["id"], None, "error"))
             continue
         stats["goals_created"] = len(new)
         stats["goals_skipped_invalid"] = len(invalid)
@@ -109,5 +130,6 @@ def migrate(sessions, existing, fail_sessions=frozenset()) -> Outcome:
             out.stats[name] += stats[name]
         out.goals.extend(new)
         out.invalid.extend(invalid)
+        out.findings.extend((sid, index, "invalid") for sid, index, _ in invalid)
         seen.update((g[0], g[3]) for g in new)
     return out

@@ -20,40 +20,52 @@ def _exp(seconds: int) -> int:
     return int(time.time()) + seconds
 
 
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _claims(**changes) -> dict:
+    claims = {"sub": "x", "role": "admin", "exp": _exp(600), **changes}
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+# Built when the test runs, never at import: a token minted at collection could have expired
+# by the time its test runs, and would then be refused for the wrong reason.
 BAD_HEADERS = {
-    "missing": {},
-    "malformed": {"Authorization": "Bearer not.a.jwt"},
-    "empty": {"Authorization": "Bearer "},
-    "wrong-signature": {
-        "Authorization": "Bearer "
-        + jwt.encode({"sub": "x", "role": "admin", "exp": _exp(60)}, "z" * 40)
-    },
-    "expired": {
-        "Authorization": "Bearer "
-        + jwt.encode({"sub": "x", "role": "admin", "exp": _exp(-10)}, SECRET)
-    },
-    "no-exp": {"Authorization": "Bearer " + jwt.encode({"sub": "x", "role": "admin"}, SECRET)},
-    "alg-none": {
+    "missing": lambda: {},
+    "malformed": lambda: {"Authorization": "Bearer not.a.jwt"},
+    "empty": lambda: {"Authorization": "Bearer "},
+    "wrong-signature": lambda: _bearer(jwt.encode(_claims(), "z" * 40)),
+    "expired": lambda: _bearer(jwt.encode(_claims(exp=_exp(-10)), SECRET)),
+    "no-exp": lambda: _bearer(jwt.encode(_claims(exp=None), SECRET)),
+    "no-sub": lambda: _bearer(jwt.encode(_claims(sub=None), SECRET)),
+    "hs512": lambda: _bearer(jwt.encode(_claims(), SECRET, "HS512")),
+    "alg-none": lambda: {
         "Authorization": "Bearer "
         + _b64({"alg": "none", "typ": "JWT"})
         + "."
-        + _b64({"sub": "x", "role": "admin", "exp": _exp(60)})
+        + _b64(_claims())
         + "."
     },
-    "basic-scheme": {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()},
-    "token-scheme": {"Authorization": "Token " + token()},
+    "basic-scheme": lambda: {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()},
+    "token-scheme": lambda: {"Authorization": "Token " + token()},
 }
 
 
 @pytest.mark.parametrize("case", BAD_HEADERS)
 async def test_unauthenticated_gets_401_and_no_job(client, db, case):
     client.headers.pop("Authorization")
+    headers = BAD_HEADERS[case]()
     for method, path in [("POST", BASE), ("GET", BASE), ("GET", f"{BASE}/verify")]:
-        response = await client.request(method, path, headers=BAD_HEADERS[case])
+        response = await client.request(method, path, headers=headers)
         assert response.status_code == 401, (case, path, response.text)
         assert response.headers["WWW-Authenticate"] == "Bearer"
     async with db.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM migration_jobs"))).scalar_one() == 0
+    # The same claims, properly signed, are let in: the 401 was for this case's difference.
+    assert (
+        await client.get(BASE, headers=_bearer(jwt.encode(_claims(), SECRET)))
+    ).status_code == 200
 
 
 async def test_token_in_query_or_cookie_is_not_accepted(client):

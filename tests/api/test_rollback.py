@@ -2,6 +2,7 @@
 
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 from app import demo
@@ -23,6 +24,15 @@ async def _rollback(client, job_id, **params):
     return await wait_for(client, started["id"])
 
 
+async def _goal_ids(db, job_id) -> list:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT id FROM treatment_goals WHERE source_job_id = :j ORDER BY id"),
+            {"j": job_id},
+        )
+        return rows.scalars().all()
+
+
 async def _goals_of(db, job_id) -> int:
     return await _count(
         db, "SELECT count(*) FROM treatment_goals WHERE source_job_id = :j", j=job_id
@@ -40,17 +50,21 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     created = job["stats"]["goals_created"]
     app_goals = await _count(db, "SELECT count(*) FROM treatment_goals WHERE source_job_id IS NULL")
 
+    ids = await _goal_ids(db, job["id"])
     async with db.begin() as conn:
-        # a therapist moves one goal on, and recategorises another
-        await conn.execute(text(
-            "UPDATE treatment_goals SET status = 'in_progress', updated_at = now() WHERE id = "
-            "(SELECT id FROM treatment_goals WHERE source_job_id = :j ORDER BY id LIMIT 1)"
-        ), {"j": job["id"]})  # fmt: skip
-        await conn.execute(text(
-            "UPDATE treatment_goals SET category = 'edited', "
-            "updated_at = now() + interval '1 second' WHERE id = "
-            "(SELECT id FROM treatment_goals WHERE source_job_id = :j ORDER BY id DESC LIMIT 1)"
-        ), {"j": job["id"]})  # fmt: skip
+        # Each goal changes in one way only, so each half of the rule is tested on its own:
+        # a status moved on (updated_at left as inserted) keeps the goal; so does an updated_at
+        # bumped with nothing else changed. A category edited without bumping updated_at does
+        # not count as a change (the rule relies on the application bumping it).
+        edits = {
+            ids[0]: "status = 'in_progress'",
+            ids[-1]: "updated_at = updated_at + interval '1 second'",
+            ids[1]: "category = 'edited, not bumped'",
+        }
+        for goal_id, change in edits.items():
+            await conn.execute(
+                text(f"UPDATE treatment_goals SET {change} WHERE id = :id"), {"id": goal_id}
+            )
     # a later session and a second migration job: its goal belongs to that job
     patient, therapist = (
         await _count(db, "SELECT patient_id FROM therapy_sessions LIMIT 1"),
@@ -74,7 +88,7 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     assert plain["status"] == "succeeded"
     assert plain["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
     assert plain["progress"]["goals_total"] == created
-    assert await _goals_of(db, job["id"]) == 2
+    assert await _goal_ids(db, job["id"]) == [ids[0], ids[-1]]
     assert await _goals_of(db, second["id"]) == 1
     assert (
         await _count(db, "SELECT count(*) FROM treatment_goals WHERE source_job_id IS NULL")
@@ -95,7 +109,7 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     assert await _goals_of(db, second["id"]) == 1
 
 
-async def test_rollback_refuses_what_it_cannot_undo(client, database_url):
+async def test_rollback_refuses_what_it_cannot_undo(client, database_url, db):
     await demo.write(database_url, sessions=200, seed=3)
     dry = (await client.post(BASE)).json()
     dry = await wait_for(client, dry["id"])
@@ -107,14 +121,13 @@ async def test_rollback_refuses_what_it_cannot_undo(client, database_url):
     response = await client.post(f"{BASE}/{rollback['id']}/rollback")
     assert response.status_code == 409 and "rollback job" in response.json()["detail"]
 
-    active = (
-        await client.post(BASE, params={"dry_run": "false", "pause_ms": 200, "batch_size": 5})
-    ).json()
-    response = await client.post(f"{BASE}/{active['id']}/rollback")
-    assert response.status_code == 409
-    response = await client.post(f"{BASE}/{real['id']}/rollback")
-    assert response.status_code == 409 and response.json()["active_job_id"] == active["id"]
-    await client.post(f"{BASE}/{active['id']}/cancel")
+    async with helpers.gate_closed(db):  # the active job stays active while we ask
+        active = (await client.post(BASE, params={"dry_run": "false", "batch_size": 5})).json()
+        response = await client.post(f"{BASE}/{active['id']}/rollback")
+        assert response.status_code == 409
+        response = await client.post(f"{BASE}/{real['id']}/rollback")
+        assert response.status_code == 409 and response.json()["active_job_id"] == active["id"]
+        await client.post(f"{BASE}/{active['id']}/cancel")
     await wait_for(client, active["id"])
     assert (await client.post(f"{BASE}/{uuid.uuid4()}/rollback")).status_code == 404
 
@@ -123,13 +136,11 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     await demo.write(database_url, sessions=500, seed=6)
     job = await _migrate(client)
     created = job["stats"]["goals_created"]
-    response = await client.post(
-        f"{BASE}/{job['id']}/rollback",
-        params={"dry_run": "false", "batch_size": 5, "pause_ms": 100},
-    )
-    rollback = response.json()
-    await wait_for(client, rollback["id"], lambda j: j["stats"]["goals_deleted"] > 0)
-    await client.post(f"{BASE}/{rollback['id']}/cancel")
+    async with helpers.gate_closed(db):
+        response = await client.post(f"{BASE}/{job['id']}/rollback", params={"batch_size": 5})
+        rollback = response.json()
+        await helpers.at_gate(db, 2)  # a batch in flight in each partition, none committed
+        await client.post(f"{BASE}/{rollback['id']}/cancel")
     halfway = await wait_for(client, rollback["id"])
     assert halfway["status"] == "cancelled"
     left = await _goals_of(db, job["id"])
@@ -141,3 +152,30 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     assert done["stats"] == {"goals_deleted": created, "goals_kept_modified": 0}
     assert await _goals_of(db, job["id"]) == 0
     assert (await client.get(f"{BASE}/{job['id']}")).json()["rolled_back_by"] == rollback["id"]
+
+
+@pytest.mark.parametrize(
+    "change", ["status = 'in_progress'", "updated_at = updated_at + interval '1 second'"]
+)
+async def test_a_goal_edited_while_the_rollback_runs_is_kept(client, db, database_url, change):
+    await demo.write(database_url, sessions=150, seed=11)
+    job = await _migrate(client)
+    created = job["stats"]["goals_created"]
+    edited = (await _goal_ids(db, job["id"]))[created // 2]
+    # A clinician's transaction updates the goal and holds its row lock until it commits.
+    async with db.connect() as clinician:
+        await clinician.execute(
+            text(f"UPDATE treatment_goals SET {change} WHERE id = :id"), {"id": edited}
+        )
+        response = await client.post(f"{BASE}/{job['id']}/rollback", params={"batch_size": 1000})
+        rollback = response.json()
+        # The rollback's DELETE reached the goal and waits for the clinician's transaction.
+        await helpers.until(
+            lambda: helpers.waiting_on_lock(db, "transactionid"), what="the DELETE to wait"
+        )
+        await clinician.commit()
+    done = await wait_for(client, rollback["id"])
+    # The DELETE re-checked the goal's newest version: changed since migrated, so kept.
+    assert done["status"] == "succeeded"
+    assert done["stats"] == {"goals_deleted": created - 1, "goals_kept_modified": 1}
+    assert await _goal_ids(db, job["id"]) == [edited]

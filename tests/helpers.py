@@ -189,8 +189,17 @@ GATE_KEY = 0x6A6F62  # an advisory lock key no application code uses
 
 
 async def install_gate(db: AsyncEngine, partition: int | None = None) -> None:
-    """A test-only trigger: progress updates (of one partition) wait while the gate is closed."""
-    only = "TRUE" if partition is None else f"NEW.partition = {int(partition)}"
+    """A test-only trigger: progress updates (of one partition) wait while the gate is closed.
+
+    A progress update moves the cursor or marks the partition done under the same run token;
+    any other update of a partition row (a lease taken over or revoked) passes.
+    """
+    only = (
+        "NEW.run_token IS NOT DISTINCT FROM OLD.run_token "
+        "AND (NEW.cursor IS DISTINCT FROM OLD.cursor OR NEW.done IS DISTINCT FROM OLD.done)"
+    )
+    if partition is not None:
+        only += f" AND NEW.partition = {int(partition)}"
     async with db.begin() as conn:
         await conn.execute(
             text(

@@ -137,7 +137,9 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     job = await _migrate(client)
     created = job["stats"]["goals_created"]
     async with helpers.gate_closed(db):
-        response = await client.post(f"{BASE}/{job['id']}/rollback", params={"batch_size": 5})
+        response = await client.post(
+            f"{BASE}/{job['id']}/rollback", params={"batch_size": 5, "dry_run": "false"}
+        )
         rollback = response.json()
         await helpers.at_gate(db, 2)  # a batch in flight in each partition, none committed
         await client.post(f"{BASE}/{rollback['id']}/cancel")
@@ -167,7 +169,9 @@ async def test_a_goal_edited_while_the_rollback_runs_is_kept(client, db, databas
         await clinician.execute(
             text(f"UPDATE treatment_goals SET {change} WHERE id = :id"), {"id": edited}
         )
-        response = await client.post(f"{BASE}/{job['id']}/rollback", params={"batch_size": 1000})
+        response = await client.post(
+            f"{BASE}/{job['id']}/rollback", params={"batch_size": 1000, "dry_run": "false"}
+        )
         rollback = response.json()
         # The rollback's DELETE reached the goal and waits for the clinician's transaction.
         await helpers.until(

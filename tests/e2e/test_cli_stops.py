@@ -96,8 +96,11 @@ async def test_a_closed_stdout_stops_the_job_and_exits_130(database_url, db, set
                 process = await _start(database_url, "--batch-size", "10", stdout=write_end)
             finally:
                 os.close(write_end)
-            while not (await reader.readline()).startswith(b"Found "):
-                pass  # the banner is out; no batch has committed, so no progress line yet
+            banner = b""
+            while b"\nFound " not in banner:  # the banner is out; no progress line can be yet
+                line = await reader.readline()
+                assert line, banner.decode()
+                banner += line
             await helpers.at_gate(db, 2)
             transport.close()  # `... | head` has read what it wanted and gone
         # The first committed batch's progress line meets a closed pipe.

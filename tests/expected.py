@@ -5,6 +5,7 @@ any migration. Nothing here runs or imports the engine.
 """
 
 import json
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,8 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests import model
 
 
-async def model_outcome(db: AsyncEngine, fail_sessions=frozenset()) -> model.Outcome:
-    """What the rules say a real run over this database's current rows must produce."""
+@dataclass
+class Rows:
+    """What the database holds, as the model takes it."""
+
+    sessions: list[dict]
+    existing: list[tuple]  # (patient_id, description) of goals no migration made
+
+
+async def read_rows(db: AsyncEngine) -> Rows:
+    """Every session, and the goals no migration made, read back with plain SQL.
+
+    Goals with a source_job_id are left out, so the rows may also be read after a run.
+    """
     async with db.connect() as conn:
         sessions = [
             {
@@ -39,7 +51,17 @@ async def model_outcome(db: AsyncEngine, fail_sessions=frozenset()) -> model.Out
                 )
             )
         ]
-    return model.migrate(sessions, existing, fail_sessions)
+    return Rows(sessions, existing)
+
+
+def from_rows(rows: Rows, fail_sessions=frozenset()) -> model.Outcome:
+    """What the rules say a real run over these rows must produce: .stats, .goals, .findings."""
+    return model.migrate(rows.sessions, rows.existing, frozenset(fail_sessions))
+
+
+async def model_outcome(db: AsyncEngine, fail_sessions=frozenset()) -> model.Outcome:
+    """What the rules say a real run over this database's current rows must produce."""
+    return from_rows(await read_rows(db), fail_sessions)
 
 
 async def doubled_pairs(db: AsyncEngine) -> int:

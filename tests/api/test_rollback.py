@@ -121,7 +121,7 @@ async def test_rollback_refuses_what_it_cannot_undo(client, database_url, db):
     response = await client.post(f"{BASE}/{rollback['id']}/rollback")
     assert response.status_code == 409 and "rollback job" in response.json()["detail"]
 
-    async with helpers.gate_closed(db):  # the active job stays active while we ask
+    async with helpers.gate_closed(db, refuse=True):  # the job stays active while we ask
         active = (await client.post(BASE, params={"dry_run": "false", "batch_size": 5})).json()
         response = await client.post(f"{BASE}/{active['id']}/rollback")
         assert response.status_code == 409
@@ -136,14 +136,15 @@ async def test_interrupted_rollback_resumes_to_the_same_end(client, db, database
     await demo.write(database_url, sessions=500, seed=6)
     job = await _migrate(client)
     created = job["stats"]["goals_created"]
-    async with helpers.gate_closed(db):
+    # Partition 1 cannot commit a batch: the rollback is cancelled with its goals left.
+    async with helpers.gate_closed(db, partition=1, refuse=True):
         response = await client.post(
             f"{BASE}/{job['id']}/rollback", params={"batch_size": 5, "dry_run": "false"}
         )
         rollback = response.json()
-        await helpers.at_gate(db, 2)  # a batch in flight in each partition, none committed
+        await wait_for(client, rollback["id"], lambda j: j["stats"]["goals_deleted"] > 0)
         await client.post(f"{BASE}/{rollback['id']}/cancel")
-    halfway = await wait_for(client, rollback["id"])
+        halfway = await wait_for(client, rollback["id"])
     assert halfway["status"] == "cancelled"
     left = await _goals_of(db, job["id"])
     assert 0 < left == created - halfway["stats"]["goals_deleted"]

@@ -23,6 +23,7 @@ from app.cli import backup
 from app.jobs import runner, store
 from tests import helpers, model
 from tests.conftest import BACKEND, drop_database, new_database
+from tests.expected import from_rows, model_outcome, read_rows
 from tests.helpers import ts
 
 MIGRATE = "scripts/migrate_goals_from_jsonb.py"
@@ -112,8 +113,8 @@ def _one_problem(run: Run) -> str:
 
 async def test_dry_run_then_real_run_print_the_engines_numbers(database_url, db):
     await demo.write(database_url, sessions=600)
-    rows = await helpers.read_rows(db)
-    expected = helpers.expected_from_model(rows)
+    rows = await read_rows(db)
+    expected = from_rows(rows)
     candidates = len(model.candidates(rows.sessions))
 
     dry = await cli(database_url, "--dry-run", "--batch-size", "50")
@@ -329,7 +330,7 @@ async def _until_progress(process) -> list[str]:
 
 async def test_ctrl_c_then_resume_ends_like_an_uninterrupted_run(database_url, db):
     await demo.write(database_url, sessions=600)
-    expected = await helpers.expected_for(db)
+    expected = await model_outcome(db)
     await _slow_batches(db)
     process = await start(database_url, "--batch-size", "10")
     async with asyncio.timeout(30):
@@ -352,7 +353,7 @@ async def test_ctrl_c_then_resume_ends_like_an_uninterrupted_run(database_url, d
     job = await helpers.get(db, job_id)
     assert job["status"] == "succeeded" and resumed.summary() == helpers.stats(job)
 
-    helpers.assert_stats(job, expected.stats)
+    assert helpers.stats(job) == expected.stats
     assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
 
 

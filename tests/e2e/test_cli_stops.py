@@ -17,6 +17,7 @@ from app import demo
 from app.jobs import runner
 from tests import helpers
 from tests.conftest import BACKEND
+from tests.expected import model_outcome
 
 MIGRATE = "scripts/migrate_goals_from_jsonb.py"
 
@@ -52,7 +53,7 @@ async def _latest_job_id(db) -> uuid.UUID:
 
 async def test_sigterm_stops_at_the_batch_boundary_and_exits_130(database_url, db, settings):
     await demo.write(database_url, sessions=600, seed=21)
-    expected = await helpers.expected_for(db)
+    expected = await model_outcome(db)
     async with asyncio.timeout(60):
         async with helpers.gate_closed(db):
             process = await _start(database_url, "--batch-size", "10")
@@ -77,13 +78,13 @@ async def test_sigterm_stops_at_the_batch_boundary_and_exits_130(database_url, d
     assert len(await helpers.migrated_goals(db)) == job["goals_created"]
 
     done = await _resume_to_the_end(db, settings, job_id)
-    helpers.assert_stats(done, expected.stats)
+    assert helpers.stats(done) == expected.stats
     assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
 
 
 async def test_a_closed_stdout_stops_the_job_and_exits_130(database_url, db, settings):
     await demo.write(database_url, sessions=600, seed=22)
-    expected = await helpers.expected_for(db)
+    expected = await model_outcome(db)
     loop = asyncio.get_running_loop()
     read_end, write_end = os.pipe()
     reader = asyncio.StreamReader()
@@ -114,5 +115,5 @@ async def test_a_closed_stdout_stops_the_job_and_exits_130(database_url, db, set
     assert len(await helpers.migrated_goals(db)) == job["goals_created"]
 
     done = await _resume_to_the_end(db, settings, job["id"])
-    helpers.assert_stats(done, expected.stats)
+    assert helpers.stats(done) == expected.stats
     assert await helpers.migrated_goals(db) == helpers.model_goals(expected)

@@ -1,13 +1,13 @@
 """The engine against the reference model, on real PostgreSQL, with hostile data."""
 
-import json
 import random
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, find, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
 from sqlalchemy import text
 
 from app.jobs import engine, partitions, runner
@@ -451,10 +451,12 @@ async def test_a_dry_run_failure_fails_the_whole_job(db, settings):
     assert real["sessions_processed"] == real["sessions_total"] == 4
 
 
-@hsettings(deadline=None, max_examples=300)
-@given(data=datasets())
-def test_the_strategy_draws_only_what_jsonb_can_hold(data):
-    sessions, _ = data
-    for s in sessions:
-        if s["notes"] is not None and s["notes"] is not JSON_NULL:
-            assert "\\u0000" not in json.dumps(s["notes"])
+def test_the_strategies_never_draw_a_nul():
+    # Free text in the data sets is drawn from JSONB_TEXT; a NUL there reached jsonb in about
+    # 2% of runs, too rarely for a sample of data sets to show, so search the alphabet itself.
+    with pytest.raises(NoSuchExample):
+        find(
+            st.text(JSONB_TEXT, max_size=5),
+            lambda value: "\x00" in value,
+            settings=hsettings(max_examples=2000, database=None),
+        )

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from app.cli import migrate
 from app.db import alembic_config, create_engine
+from app.schema.version import VERSION_TABLE
 from tests import helpers, model
 
 
@@ -116,7 +117,7 @@ def test_a_schema_at_another_revision_is_refused_before_any_job(cli_env, setting
 
     async def set_revision(db):
         async with db.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
+            await conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0000_older'"))
 
     _on(settings, set_revision)
     code, out, err = _call(["--dry-run"], capsys)

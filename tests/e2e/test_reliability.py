@@ -96,6 +96,9 @@ async def test_a_frozen_process_never_commits_after_losing_its_job(
     assert await doubled_pairs(db) == 0
     assert await helpers.migrated_goals(db) == before_wake  # the woken batch rolled back
     await until(lambda: _said(frozen, f"job {job_id}: lease revoked"), 30, "the run to stop")
+    # The fence stopped it, not PostgreSQL's idle-transaction timeout (which would have cut the
+    # frozen batch's connection, and the woken process would have retried).
+    assert "retrying" not in frozen.output()
     if follow_up == "rollback":
         async with db.connect() as conn:
             left = await conn.execute(

@@ -428,7 +428,9 @@ async def request_cancel(
         await conn.execute(
             text(
                 "SELECT status, heartbeat_at < now() - make_interval(secs => :stale) AS stale "
-                "FROM migration_jobs WHERE id = :job_id FOR UPDATE"
+                # NO KEY: every batch holds a key-share lock on its job's row (the foreign
+                # keys of the goals, findings and previews it inserts); this must not wait on it.
+                "FROM migration_jobs WHERE id = :job_id FOR NO KEY UPDATE"
             ),
             {"job_id": job_id, "stale": stale_after_seconds},
         )
@@ -582,7 +584,8 @@ async def mark_stale_interrupted(conn: AsyncConnection, *, stale_after_seconds: 
                 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ')' AS error "
                 f"FROM migration_jobs WHERE status IN {_ACTIVE} "
                 "AND heartbeat_at < now() - make_interval(secs => :stale) "
-                "FOR UPDATE SKIP LOCKED"
+                # NO KEY: a frozen batch still holds a key-share lock on its job's row.
+                "FOR NO KEY UPDATE SKIP LOCKED"
             ),
             {"stale": stale_after_seconds},
         )

@@ -189,7 +189,10 @@ async def test_cancel_then_resume_equals_an_uninterrupted_run(client, db, databa
         job = (await client.post(BASE, params={"dry_run": "false", "batch_size": 20})).json()
         await wait_for(client, job["id"], lambda j: j["progress"]["sessions_processed"] > 0)
         response = await client.post(f"{BASE}/{job['id']}/cancel")
-        assert response.status_code == 202 and response.json()["status"] == "cancelling"
+        # The answer shows the job as it is once the cancel is recorded: a run waiting out a
+        # retry wakes on the cancel at once, so it may already have stopped.
+        assert response.status_code == 202
+        assert response.json()["status"] in {"cancelling", "cancelled"}
         stopped = await wait_for(client, job["id"])
     assert stopped["status"] == "cancelled"
     assert 0 < stopped["progress"]["sessions_processed"] < stopped["progress"]["sessions_total"]

@@ -45,6 +45,8 @@ class OwnServer:
         return (Path(self.server.pgdata) / "postmaster.pid").exists()
 
     def close(self) -> None:
-        if not self.running:  # the package stops and deletes a running server only
-            self.start()
+        # Stop it ourselves: after a restart the package's handle names the old postmaster, and
+        # its cleanup would delete the data directory under the running new one.
+        if self.running:
+            self.stop()
         self.server.cleanup()

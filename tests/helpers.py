@@ -199,6 +199,21 @@ def ts(day: int, minute: int = 0) -> datetime:
     return datetime(2024, 1, 1, 9, tzinfo=UTC) + timedelta(days=day, minutes=minute)
 
 
+async def sessions_with_items(db: AsyncEngine, limit: int) -> list[uuid.UUID]:
+    """Up to `limit` sessions whose action_items is a non-empty array, in id order."""
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id FROM therapy_sessions "
+                "WHERE jsonb_typeof(extracted_notes -> 'action_items') = 'array' "
+                "AND jsonb_array_length(extracted_notes -> 'action_items') > 0 "
+                "ORDER BY id LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return list(rows.scalars())
+
+
 async def fail_goal_inserts_for(db: AsyncEngine, session_ids) -> None:
     """A test-only trigger that makes inserting any goal of these sessions raise."""
     async with db.begin() as conn:

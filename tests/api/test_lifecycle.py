@@ -190,17 +190,7 @@ async def test_verify_never_says_accounted_when_goals_are_missing(client, db, da
 
 async def test_failed_sessions_are_reconciled(db, settings, database_url, client):
     await demo.write(database_url, sessions=300, seed=36)
-    async with db.connect() as conn:
-        failing = set(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT id FROM therapy_sessions WHERE jsonb_typeof("
-                        "extracted_notes -> 'action_items') = 'array' ORDER BY id LIMIT 7"
-                    )
-                )
-            ).scalars()
-        )
+    failing = set(await helpers.sessions_with_items(db, 7))
     expected = await model_outcome(db, fail_sessions=failing)
     await helpers.fail_goal_inserts_for(db, failing)
     job = await helpers.run(db, settings, dry_run=False, batch_size=40)

@@ -185,18 +185,7 @@ async def test_issues_are_counted_per_reason(client, database_url):
 
 async def test_logs_name_a_few_failed_sessions_and_the_count(db, settings, database_url):
     await demo.write(database_url, sessions=100, seed=48)
-    async with db.connect() as conn:
-        failing = list(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT id FROM therapy_sessions WHERE jsonb_typeof("
-                        "extracted_notes -> 'action_items') = 'array' "
-                        "AND jsonb_array_length(extracted_notes -> 'action_items') > 0 LIMIT 40"
-                    )
-                )
-            ).scalars()
-        )
+    failing = await helpers.sessions_with_items(db, 40)
     await helpers.fail_goal_inserts_for(db, failing)
     lines: list[str] = []
     handler = logging.Handler(logging.WARNING)

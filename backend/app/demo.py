@@ -1,7 +1,13 @@
 """Deterministic demo data: users, therapy sessions with realistic action items, a few goals.
 
-`python -m app.demo --sessions 5000 [--seed 7] [--if-empty]`. The tests and the benchmark use
-the same generator; rows go in with COPY, so a million sessions take well under a minute.
+`python -m app.demo --sessions 5000 [--seed 7] [--mix duplicate-heavy|insert-heavy] [--if-empty]`.
+The tests and the benchmark use the same generator; rows go in with COPY, so a million sessions
+take well under a minute.
+
+The mix decides how much of the homework recurs. In the default, duplicate-heavy mix, patients
+get the same few tasks of their plan session after session, so about half the items are
+duplicates. In the insert-heavy mix, clinicians date almost every item ("... (12 Mar 2023)"),
+so about nine in ten items become goals.
 On a database that already has users, the new rows are a further batch: fresh ids, their own
 e-mail addresses, no second admin; the seed still decides what they hold.
 """
@@ -57,6 +63,9 @@ MALFORMED = [
     None,
 ]
 EPOCH = datetime(2022, 1, 1, tzinfo=UTC)
+# Per mix: the share of items whose details carry the session's date, which makes them new.
+MIXES = {"duplicate-heavy": 0.0, "insert-heavy": 0.7}
+DEFAULT_MIX = "duplicate-heavy"
 
 
 @dataclass
@@ -71,12 +80,14 @@ def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
-def _item(rng: random.Random, task_index: int) -> object:
+def _item(rng: random.Random, task_index: int, dated: str | None) -> object:
     if rng.random() < 0.01:
         return rng.choice(MALFORMED)
     task, category, details = TASKS[task_index]
     item: dict[str, object] = {"task": task, "category": category}
-    if details is not None and rng.random() < 0.7:
+    if dated is not None:
+        item["details"] = f"{details or 'as discussed'} ({dated})"
+    elif details is not None and rng.random() < 0.7:
         # Clinicians adjust homework over time, so the same task recurs with new details.
         item["details"] = f"{details} (week {rng.randint(1, 8)})" if rng.random() < 0.4 else details
     if rng.random() < 0.03:
@@ -84,7 +95,7 @@ def _item(rng: random.Random, task_index: int) -> object:
     return item
 
 
-def _notes(rng: random.Random, plan: list[int]) -> str | None:
+def _notes(rng: random.Random, plan: list[int], when: datetime, dated: float) -> str | None:
     roll = rng.random()
     if roll < 0.06:
         return None
@@ -98,14 +109,18 @@ def _notes(rng: random.Random, plan: list[int]) -> str | None:
     picks = rng.sample(plan, count)
     if rng.random() < 0.15:
         picks.append(rng.randrange(len(TASKS)))
-    return json.dumps({"action_items": [_item(rng, i) for i in picks], "mood": rng.randint(1, 10)})
+    day = f"{when:%d %b %Y}"
+    # No draw at all in the default mix, so its data for a seed stays what it always was.
+    items = [_item(rng, i, day if dated and rng.random() < dated else None) for i in picks]
+    return json.dumps({"action_items": items, "mood": rng.randint(1, 10)})
 
 
-def build(sessions: int, seed: int = 7, batch: int = 0):
+def build(sessions: int, seed: int = 7, batch: int = 0, mix: str = DEFAULT_MIX):
     """Return (users, sessions, goals) record lists for `sessions` therapy sessions.
 
     Batch 0 is the first load; a later batch draws other ids and addresses from the same seed.
     """
+    dated = MIXES[mix]
     rng = random.Random(seed if batch == 0 else f"{seed}/{batch}")
     tag = f"+{batch}" if batch else ""
     n_therapists = max(1, sessions // 400)
@@ -130,7 +145,7 @@ def build(sessions: int, seed: int = 7, batch: int = 0):
     for _ in range(sessions):
         pid, tid, plan = patients[rng.randrange(n_patients)]
         when = EPOCH + timedelta(seconds=rng.randrange(span) // 1800 * 1800)
-        session_rows.append((_uuid(rng), pid, tid, when, _notes(rng, plan)))
+        session_rows.append((_uuid(rng), pid, tid, when, _notes(rng, plan, when, dated)))
 
     goal_rows = []
     for pid, tid, plan in patients[: max(1, n_patients // 20)]:
@@ -140,7 +155,9 @@ def build(sessions: int, seed: int = 7, batch: int = 0):
     return users, session_rows, goal_rows
 
 
-async def write(dsn: str, sessions: int, seed: int = 7, *, if_empty: bool = False) -> DemoCounts:
+async def write(
+    dsn: str, sessions: int, seed: int = 7, *, if_empty: bool = False, mix: str = DEFAULT_MIX
+) -> DemoCounts:
     """Generate and COPY the demo data into the database at `dsn` (a postgresql:// URL)."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -149,7 +166,7 @@ async def write(dsn: str, sessions: int, seed: int = 7, *, if_empty: bool = Fals
             return DemoCounts(0, 0, 0, before)
         # Each batch is numbered by the users already there, so batches never share ids.
         batch = await conn.fetchval("SELECT count(*) FROM users")
-        users, session_rows, goal_rows = build(sessions, seed, batch)
+        users, session_rows, goal_rows = build(sessions, seed, batch, mix)
         async with conn.transaction():
             await conn.copy_records_to_table(
                 "users", records=users, columns=["id", "email", "full_name", "role"]
@@ -198,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--mix", choices=sorted(MIXES), default=DEFAULT_MIX, help="data mix")
     parser.add_argument("--if-empty", action="store_true", help="do nothing if sessions exist")
     args = parser.parse_args(argv)
     try:
@@ -207,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dsn = asyncpg_dsn(settings.database_url)
     try:
-        counts = asyncio.run(write(dsn, args.sessions, args.seed, if_empty=args.if_empty))
+        counts = asyncio.run(
+            write(dsn, args.sessions, args.seed, if_empty=args.if_empty, mix=args.mix)
+        )
     except (asyncpg.PostgresError, OSError) as exc:
         print(f"demo data not written: {_problem(exc)}", file=sys.stderr)
         return 2

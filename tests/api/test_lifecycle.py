@@ -246,3 +246,27 @@ async def test_nothing_is_doubled_by_a_second_run(db, settings, database_url):
     second = await helpers.run(db, settings)
     assert second["goals_created"] == 0
     assert await doubled_pairs(db) == 0
+
+
+async def test_a_job_is_never_recorded_succeeded_while_the_database_lacks_its_batches(db, settings):
+    # The run saw both partitions finish, but a crash took the last batches of one with it:
+    # the database still holds that partition unfinished.
+    job_id, token = await helpers.start_job(db, settings, dry_run=False, batch_size=10)
+    async with db.begin() as conn:
+        assert await store.claim(conn, job_id=job_id, token=token) is not None
+        await conn.execute(
+            text(
+                "UPDATE migration_job_partitions SET done = true "
+                "WHERE job_id = :j AND partition = 0"
+            ),
+            {"j": job_id},
+        )
+    async with db.begin() as conn:
+        with pytest.raises(store.Unfinished):
+            await store.finish(conn, job_id=job_id, token=token, status="succeeded")
+    job = await helpers.get(db, job_id)
+    assert job["status"] == "running" and job["finished_at"] is None
+    # Any other end is recorded: a resume continues from the cursors the database kept.
+    async with db.begin() as conn:
+        assert await store.finish(conn, job_id=job_id, token=token, status="interrupted")
+    assert (await helpers.get(db, job_id))["status"] == "interrupted"

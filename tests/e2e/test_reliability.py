@@ -5,11 +5,13 @@ and by checking that no (patient, description) pair was created twice.
 """
 
 import asyncio
+import os
 import signal
 import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
@@ -18,7 +20,7 @@ from app.config import load_settings
 from app.db import create_engine
 from tests import helpers
 from tests.api.conftest import BASE
-from tests.conftest import SECRET
+from tests.conftest import SECRET, _admin
 from tests.e2e.servers import Server, created, ended, job_of
 from tests.expected import doubled_pairs, model_outcome
 from tests.helpers import until
@@ -207,3 +209,81 @@ async def test_a_postgresql_restart_mid_run_ends_exact(own_server):
     finally:
         await server.close()
         await db.dispose()
+
+
+async def _committed_sessions(url: str, job_id: str) -> int:
+    """Sessions the job's partitions have counted, as the database holds them now."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(
+            "SELECT sum(sessions_processed) FROM migration_job_partitions WHERE job_id = $1::uuid",
+            job_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_server_crash_that_loses_committed_batches_ends_exact(own_server):
+    """Batches commit asynchronously: a crash may lose the last of them; they are redone."""
+    # WAL waits in wal_buffers until the WAL writer writes it (or a synchronous commit flushes
+    # it). With the writer frozen and the heartbeat's commits far apart, a crash now loses
+    # batches that had committed, as an operating-system crash would.
+    await asyncio.to_thread(_admin, own_server.url, "ALTER SYSTEM SET wal_buffers = '64MB'")
+    await asyncio.to_thread(own_server.ctl, "-m", "fast", "restart")
+    url = await asyncio.to_thread(own_server.database)
+    await demo.write(url, sessions=4000, seed=29)
+    db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
+    server = Server(url, HEARTBEAT_SECONDS="60", STALE_AFTER_SECONDS="180")
+    try:
+        expected = await model_outcome(db)
+        await db.dispose()
+        await server.ready()
+        # Frozen too: the background writer, which flushes WAL before it writes a data page.
+        for writer in await _backend_pids(url, "walwriter", "background writer"):
+            os.kill(writer, signal.SIGSTOP)
+        started = await server.client.post(
+            BASE,
+            params={"dry_run": "false", "batch_size": 5},  # no pause: pauses beat
+        )
+        job_id = started.json()["id"]
+        await until(
+            lambda: _at_least(url, job_id, expected.stats["sessions_processed"] // 5),
+            60,
+            "a fifth of the sessions to commit",
+        )
+        server.signal(signal.SIGSTOP)
+        seen = await _committed_sessions(url, job_id)
+        # A crash: every PostgreSQL process ends without writing what it holds (the frozen
+        # writer is killed once the others have gone).
+        await asyncio.to_thread(own_server.ctl, "-m", "immediate", "stop")
+        await asyncio.to_thread(own_server.start)
+        kept = await _committed_sessions(url, job_id)
+        assert kept < seen, f"the crash lost no committed batch ({kept} of {seen}): no test"
+        server.signal(signal.SIGCONT)
+
+        done = await ended(server, job_id, seconds=120)
+        assert done["status"] == "succeeded", done
+        assert done["stats"] == expected.stats
+        db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
+        assert await helpers.migrated_goals(db) == sorted(expected.goals)
+        assert await doubled_pairs(db) == 0
+    finally:
+        await server.close()
+        await db.dispose()
+
+
+async def _backend_pids(url: str, *backend_types: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = ANY($1::text[])",
+            list(backend_types),
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(backend_types), rows
+    return [r["pid"] for r in rows]
+
+
+async def _at_least(url: str, job_id: str, sessions: int) -> bool:
+    return (await _committed_sessions(url, job_id) or 0) >= sessions

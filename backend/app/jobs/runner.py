@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,6 +33,13 @@ log = logging.getLogger("app.jobs")
 
 # A log line names at most this many failed sessions; the job's issues list them all.
 LOGGED_FAILED_IDS = 5
+
+# A batch transaction does not wait for its commit to reach disk. Its goals, counters and cursor
+# commit together, so a server crash can lose only a tail of whole batches, which the job's
+# resume redoes from the cursor that survived; nothing is half-applied or counted twice. The
+# job's end commits synchronously, and that flush takes every earlier batch with it, so a job
+# recorded as finished is always durable (docs/RELIABILITY.md).
+ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 
 
 class Stop(enum.Enum):
@@ -104,16 +112,30 @@ async def run_job(
     if stop is not None:
         helpers.append(asyncio.create_task(_relay(stop, run)))
     try:
-        failures = await _execute(db, settings, run, on_start)
+        while True:
+            failures = await _execute(db, settings, run, on_start)
+            if run.reason is Stop.LEASE_LOST or any(
+                isinstance(f, store.LeaseLost) for f in failures
+            ):
+                log.warning(
+                    "job %s: lease revoked, another run or process owns it now; stopped", job_id
+                )
+                return None
+            status, error = _verdict(run, next(iter(failures), None))
+            try:
+                if not await _record_end(db, settings, run, status, error):
+                    return None
+                break
+            except store.Unfinished:
+                log.warning(
+                    "job %s: the database lost batches it had committed (a crash before they "
+                    "reached disk); running them again from the cursors it kept",
+                    job_id,
+                )
+                on_start = None
     finally:
         for task in helpers:
             task.cancel()
-    if run.reason is Stop.LEASE_LOST or any(isinstance(f, store.LeaseLost) for f in failures):
-        log.warning("job %s: lease revoked, another run or process owns it now; stopped", job_id)
-        return None
-    status, error = _verdict(run, next(iter(failures), None))
-    if not await _record_end(db, settings, run, status, error):
-        return None
     async with db.connect() as conn:
         final = await store.get_job(conn, job_id=job_id)
     counts = ", ".join(f"{n}={final[n]}" for n in store.COUNTERS if final[n])
@@ -302,22 +324,36 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
     step = _migrate_batch if job["kind"] == "migrate" else _rollback_batch
     kept = {"findings": part.findings_stored, "preview": part.preview_stored}
     cursor = part.cursor
-    in_doubt = False  # a failed attempt may have committed after all (its COMMIT's answer lost)
+    in_doubt = False  # after a failure, the database may hold more or less than we believe
+    conn: AsyncConnection | None = None  # held from batch to batch; replaced after a failure
 
     async def one_batch() -> _Batch:
-        nonlocal cursor, in_doubt
-        # One transaction: the batch's rows, its counters and cursor, and the lease check.
-        async with db.connect() as conn, conn.begin():
-            if in_doubt:
-                # Continue from what the database holds, not from what this process believes.
-                saved = await store.load_partition(conn, job_id=job["id"], partition=part.number)
-                if saved.done:
-                    return _Batch(None, "running")
-                cursor = saved.cursor
-                kept.update(findings=saved.findings_stored, preview=saved.preview_stored)
+        nonlocal cursor, in_doubt, conn
+        if conn is None:
+            conn = await db.connect()
+        try:
+            # One transaction: the batch's rows, its counters and cursor, and the lease check.
+            async with conn.begin():
+                await conn.execute(ASYNC_COMMIT)
+                if in_doubt:
+                    # Continue from what the database holds, not from what this process believes.
+                    saved = await store.load_partition(
+                        conn, job_id=job["id"], partition=part.number
+                    )
+                    if saved.done:
+                        return _Batch(None, "running")
+                    cursor = saved.cursor
+                    kept.update(findings=saved.findings_stored, preview=saved.preview_stored)
+                lo = part.range_start if cursor is None else partitions.after(cursor)
+                batch = await step(conn, run, part, lo, kept)
+        except BaseException:
+            # Whatever failed, the database may now hold more than this process believes (a
+            # COMMIT whose answer was lost) or less (a crash lost batches that had committed
+            # asynchronously): the next attempt reads the cursor the database kept.
             in_doubt = True
-            lo = part.range_start if cursor is None else partitions.after(cursor)
-            batch = await step(conn, run, part, lo, kept)
+            await _discard(conn)
+            conn = None
+            raise
         in_doubt = False
         return batch
 
@@ -343,6 +379,17 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
     except BaseException:
         run.stop.set()  # one partition failing ends the run for all of them
         raise
+    finally:
+        if conn is not None:
+            await _discard(conn)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Give a worker's connection back; one that a failure left unusable is simply dropped."""
+    try:
+        await conn.close()
+    except (SQLAlchemyError, OSError) as exc:
+        log.debug("closing a worker connection failed: %s", errors.describe(exc))
 
 
 def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID]) -> None:

@@ -72,6 +72,10 @@ class LeaseLost(Exception):
     """This process no longer owns the job's run (it was declared stale or resumed elsewhere)."""
 
 
+class Unfinished(Exception):
+    """The run saw every partition finish, but the database lost some of its last batches."""
+
+
 @dataclass(frozen=True)
 class Partition:
     """A partition row as a worker needs it."""
@@ -375,7 +379,10 @@ async def finish(
 ) -> bool:
     """End this run with `status` and give up its lease; audit what the system decided.
 
-    False (and nothing written) when the lease is already gone.
+    False (and nothing written) when the lease is already gone. A job succeeds only when the
+    database holds every partition done: batches commit asynchronously (runner.py), and a
+    server crash can take the last of them with it after the run saw them commit. Then this
+    raises Unfinished, and the run goes on from the cursors that survived.
     """
     done = (
         await conn.execute(
@@ -383,12 +390,17 @@ async def finish(
                 "UPDATE migration_jobs SET status = :status, error = :error, run_token = NULL, "
                 "finished_at = now(), heartbeat_at = now() "
                 "WHERE id = :job_id AND run_token = :token "
-                f"AND status IN {_RUNNING} RETURNING kind, dry_run, target_job_id"
+                f"AND status IN {_RUNNING} "
+                "AND (:status <> 'succeeded' OR NOT EXISTS ("
+                "  SELECT 1 FROM migration_job_partitions WHERE job_id = :job_id AND NOT done)) "
+                "RETURNING kind, dry_run, target_job_id"
             ),
             {"job_id": job_id, "token": token, "status": status, "error": error},
         )
     ).one_or_none()
     if done is None:
+        if status == "succeeded" and await _holds_lease(conn, job_id=job_id, token=token):
+            raise Unfinished(job_id)
         return False
     await _revoke_partitions(conn, job_id=job_id)
     if done.kind == "rollback" and status == "succeeded" and not done.dry_run:
@@ -402,6 +414,18 @@ async def finish(
     if status != "succeeded":
         await audit(conn, job_id=job_id, actor="system", action=status, details={"error": error})
     return True
+
+
+async def _holds_lease(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -> bool:
+    return (
+        await conn.execute(
+            text(
+                "SELECT 1 FROM migration_jobs WHERE id = :job_id AND run_token = :token "
+                f"AND status IN {_RUNNING}"
+            ),
+            {"job_id": job_id, "token": token},
+        )
+    ).first() is not None
 
 
 async def trim_findings(conn: AsyncConnection, *, job_id: uuid.UUID, keep: int) -> None:

@@ -316,16 +316,19 @@ async def run_batch(
         "preview_room": max(preview_room, 0),
     }
     result = BatchResult()
-    try:
-        async with conn.begin_nested():
-            row = (
-                await conn.execute(text(batch_sql(dry_run=dry_run, report=report)), params)
-            ).one()
-    except DBAPIError as exc:
-        # A dry run inserts nothing, so a failure is never one session's data: let it end the job.
-        if dry_run or errors.classify(exc) is not errors.Kind.SESSION:
-            raise
-        return await _replay(conn, params, report=report)
+    statement = text(batch_sql(dry_run=dry_run, report=report))
+    if dry_run:
+        # A dry run inserts no goals, so a failure is never one session's data: no savepoint to
+        # replay from; the error ends the attempt (a transient one is retried).
+        row = (await conn.execute(statement, params)).one()
+    else:
+        try:
+            async with conn.begin_nested():
+                row = (await conn.execute(statement, params)).one()
+        except DBAPIError as exc:
+            if errors.classify(exc) is not errors.Kind.SESSION:
+                raise
+            return await _replay(conn, params, report=report)
     result.add(row)
     if dry_run:
         result.preview_stored = min(result.stats["goals_created"], params["preview_room"])

@@ -80,9 +80,18 @@ def _seconds(job: dict) -> float:
 
 
 async def run_job(
-    database_url: str, *, dry_run: bool, batch_size: int, log_dir: Path, label: str
+    database_url: str,
+    *,
+    dry_run: bool,
+    batch_size: int,
+    log_dir: Path,
+    label: str,
+    rollback_of: str | None = None,
 ) -> JobRun:
-    """Start the service on `database_url`, run one migrate job through it, stop the service."""
+    """Start the service on `database_url`, run one job through it, stop the service.
+
+    The job migrates, or with `rollback_of` (a job id) rolls that job back.
+    """
     secret = secrets.token_urlsafe(48)
     token = security.mint(secret=secret, sub="bench", role="admin", ttl_seconds=6 * 3600)
     headers = {"Authorization": f"Bearer {token}"}
@@ -94,7 +103,10 @@ async def run_job(
         background = cpu.Background()
         try:
             async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as client:
-                run = await _drive(client, server, dry_run=dry_run, batch_size=batch_size)
+                path = f"{PREFIX}/{rollback_of}/rollback" if rollback_of else PREFIX
+                run = await _drive(
+                    client, server, path=path, dry_run=dry_run, batch_size=batch_size
+                )
         finally:
             stop_sampling.set()
             profile = await sampler
@@ -106,14 +118,16 @@ async def run_job(
     return run
 
 
-async def _drive(client: httpx.AsyncClient, server: Server, *, dry_run: bool, batch_size: int):
+async def _drive(
+    client: httpx.AsyncClient, server: Server, *, path: str, dry_run: bool, batch_size: int
+):
     cpu_before = cpu.seconds(server.pid) or 0.0
     started = time.perf_counter()
     response = await client.post(
-        PREFIX, params={"dry_run": str(dry_run).lower(), "batch_size": batch_size}
+        path, params={"dry_run": str(dry_run).lower(), "batch_size": batch_size}
     )
     if response.status_code != 202:
-        raise JobFailed(f"POST {PREFIX}: {response.status_code} {response.text}")
+        raise JobFailed(f"POST {path}: {response.status_code} {response.text}")
     job = response.json()
     latencies: list[float] = []
     rss_max = 0.0

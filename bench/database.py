@@ -31,6 +31,8 @@ SELECT count(*) AS candidate_sessions,
        current_setting('server_version') AS server_version,
        current_setting('shared_buffers') AS shared_buffers,
        current_setting('work_mem') AS work_mem,
+       current_setting('fsync') AS fsync,
+       current_setting('synchronous_commit') AS synchronous_commit,
        pg_database_size(current_database()) AS database_bytes
 FROM therapy_sessions
 WHERE {CANDIDATE_PREDICATE}
@@ -48,18 +50,23 @@ class Facts:
     server_version: str
     shared_buffers: str
     work_mem: str
+    fsync: str
+    synchronous_commit: str
     database_mb: float
+    mix: str
 
 
 class Cluster:
     """An embedded PostgreSQL in a temporary directory, deleted when the process exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = True) -> None:
         root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
         # atexit runs last-registered first: the server's own cleanup (stop, delete its data)
         # runs before this removes the directory around it.
         atexit.register(shutil.rmtree, root, True)
-        self.server_url = embedded.start(root / "pg", durable=False, cleanup="delete")
+        # Durable is PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on): the
+        # server users run. durable=False is the fsync-off server tests use, for comparison.
+        self.server_url = embedded.start(root / "pg", durable=durable, cleanup="delete")
 
     def url(self, database: str) -> str:
         """A postgresql:// URL for one database of this server."""
@@ -73,14 +80,14 @@ class Cluster:
         finally:
             await conn.close()
 
-    async def build_template(self, *, sessions: int, seed: int) -> Facts:
+    async def build_template(self, *, sessions: int, seed: int, mix: str) -> Facts:
         """Create the template: the schema as `make run` builds it, demo data, VACUUM ANALYZE."""
         await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
         await self.admin(f"CREATE DATABASE {TEMPLATE}")
         url = self.url(TEMPLATE)
         # Alembic's env.py runs its own event loop, so it gets a thread of its own.
         await asyncio.to_thread(bootstrap.install, url, configure_logging=False)
-        await demo.write(url, sessions=sessions, seed=seed)
+        await demo.write(url, sessions=sessions, seed=seed, mix=mix)
         conn = await asyncpg.connect(url)
         try:
             # Hint bits, visibility map and statistics settled once, so no clone pays for them.
@@ -96,14 +103,21 @@ class Cluster:
             server_version=row["server_version"],
             shared_buffers=row["shared_buffers"],
             work_mem=row["work_mem"],
+            fsync=row["fsync"],
+            synchronous_commit=row["synchronous_commit"],
             database_mb=round(row["database_bytes"] / 2**20, 1),
+            mix=mix,
         )
 
     @asynccontextmanager
-    async def clone(self, label: str) -> AsyncIterator[str]:
-        """A fresh copy of the template for one measurement; dropped afterwards."""
+    async def clone(self, label: str, source: str | None = None) -> AsyncIterator[str]:
+        """A fresh copy of the template (or of the database at URL `source`); dropped afterwards.
+
+        Nothing may be connected to the database copied.
+        """
         name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-        await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+        template = make_url(source).database if source else TEMPLATE
+        await self.admin(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
         try:
             yield self.url(name)
         finally:

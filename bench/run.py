@@ -1,7 +1,11 @@
 """The benchmark from start to end: one template, a fresh clone per measurement, the report.
 
-Settings come from the environment: BENCH_SESSIONS (200000), BENCH_SEED (7), BENCH_REPEATS
+Settings come from the environment: BENCH_SESSIONS (200000), BENCH_MIX (both: duplicate-heavy
+and insert-heavy, one after the other; or one of them), BENCH_DURABLE (1: PostgreSQL's default
+fsync and synchronous_commit; 0 turns them off), BENCH_SEED (7), BENCH_REPEATS
 (3: the ceiling, the floor and the engine's runs at the default batch size, best kept),
+BENCH_EXTRAS (1; 0 leaves out the floor and EXPLAIN, which do not depend on the size, and the
+rollback, measured at 1M: each needs one more copy of the database, long at 10M sessions),
 BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000) and
 BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease).
 """
@@ -20,9 +24,10 @@ from pathlib import Path
 
 import asyncpg
 
+from app import demo
 from app.config import Settings
 from app.routers.migrations import DEFAULT_BATCH_SIZE
-from bench import api, buffers, ceiling, cpu, explain, floor, report
+from bench import api, buffers, ceiling, cpu, explain, floor, report, rollback
 from bench.database import Cluster
 from bench.server import ServerFailed
 
@@ -34,21 +39,28 @@ SELECT patient_id, session_id, description, category, created_at FROM migration_
 @dataclass(frozen=True)
 class Options:
     sessions: int
+    mixes: tuple[str, ...]
+    durable: bool
     seed: int
     repeats: int
     batch_sizes: tuple[int, ...]
     floor_sessions: int
+    extras: bool
     quiet_wait: float
 
     @classmethod
     def from_env(cls) -> "Options":
         sizes = os.environ.get("BENCH_BATCH_SIZES", "50,200,1000,5000")
+        mix = os.environ.get("BENCH_MIX", "both")
         return cls(
             sessions=int(os.environ.get("BENCH_SESSIONS", "200000")),
+            mixes=tuple(demo.MIXES) if mix == "both" else (mix,),
+            durable=os.environ.get("BENCH_DURABLE", "1") != "0",
             seed=int(os.environ.get("BENCH_SEED", "7")),
             repeats=max(1, int(os.environ.get("BENCH_REPEATS", "3"))),
             batch_sizes=tuple(sorted({int(s) for s in sizes.split(",")} | {DEFAULT_BATCH_SIZE})),
             floor_sessions=int(os.environ.get("BENCH_FLOOR_SESSIONS", "5000")),
+            extras=os.environ.get("BENCH_EXTRAS", "1") != "0",
             quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
         )
 
@@ -108,8 +120,12 @@ async def engine_run(
     dry_run: bool,
     batch_size: int,
     expected: int,
+    undo: bool = False,
 ) -> dict:
-    """One job through the API on a fresh clone, its goals checked against the ceiling's."""
+    """One job through the API on a fresh clone, its goals checked against the ceiling's.
+
+    With `undo`, a real run is then rolled back and timed against the hand-written DELETE.
+    """
     label = f"{'dry' if dry_run else 'real'}{batch_size}"
     async with cluster.clone(label) as url:
         await settle(options)
@@ -133,6 +149,8 @@ async def engine_run(
                 url, rows_file, engine_rows_sql=ceiling.ROWS_SQL, label=label
             )
             summary["batches_with_goals"] = await _batches_with_goals(url, run.job["id"])
+            if undo:
+                summary["rollback"] = await rollback_run(cluster, url, work, options, run.job)
     say(
         f"{label}: {summary['seconds']:.2f} s (wall {summary['wall_seconds']:.2f} s, "
         f"CPU {summary['profile']['backend_cpu_seconds']:.2f} s in PostgreSQL, "
@@ -143,14 +161,82 @@ async def engine_run(
     return summary
 
 
-async def measure(options: Options, work: Path) -> dict:
-    """Every measurement, on identical copies of one database; the results as a dict."""
-    cluster = Cluster()
-    started = time.perf_counter()
-    facts = await cluster.build_template(sessions=options.sessions, seed=options.seed)
+async def rollback_run(cluster: Cluster, url: str, work: Path, options: Options, job: dict) -> dict:
+    """The real run at `url` undone twice from identical copies: by a rollback job, by DELETE."""
+    created = job["stats"]["goals_created"]
+    async with cluster.clone("delete", source=url) as copy:
+        await settle(options)
+        baseline = await rollback.delete(copy, job["id"])
+    await settle(options)
+    run = await api.run_job(
+        url,
+        dry_run=False,
+        batch_size=DEFAULT_BATCH_SIZE,
+        log_dir=work,
+        label="rollback",
+        rollback_of=job["id"],
+    )
+    deleted = run.job["stats"]["goals_deleted"]
+    left = await rollback.goals_left(url, job["id"])
+    if not created == deleted == baseline.goals_deleted or left:
+        raise rollback.RollbackMismatch(
+            f"the run created {created} goals; the rollback job deleted {deleted} and left "
+            f"{left}, the DELETE removed {baseline.goals_deleted}"
+        )
+    partitions = await rollback.per_partition(url, run.job["id"])
     say(
-        f"template: {facts.sessions:,} sessions, {facts.items:,} items, {facts.database_mb} MB "
-        f"({time.perf_counter() - started:.1f} s)"
+        f"rollback: {run.seconds:.2f} s (partitions deleted {partitions}); "
+        f"DELETE: {baseline.seconds:.2f} s; {deleted:,} goals"
+    )
+    return {
+        "seconds": round(run.seconds, 3),
+        "goals_deleted": deleted,
+        "partitions_deleted": partitions,
+        "cpu_seconds": run.profile["backend_cpu_seconds"],
+        "service_cpu_seconds": round(run.service_cpu_seconds, 2),
+        "poll_p99_ms": run.summary()["poll_p99_ms"],
+        "delete_seconds": round(baseline.seconds, 3),
+        "delete_cpu_seconds": round(baseline.cpu_seconds, 2),
+    }
+
+
+async def explain_plans(cluster: Cluster, options: Options) -> list:
+    """EXPLAIN (ANALYZE, BUFFERS) of engine batches, early and late in a run, and the ceiling."""
+    async with cluster.clone("explain") as url:
+        await settle(options)
+        plans = await explain.engine_batches(url, batch_size=DEFAULT_BATCH_SIZE)
+        plans.append(await explain.ceiling(url))
+        await explain.reopen_batch(url, batch_size=DEFAULT_BATCH_SIZE)
+        plans += await explain.engine_batches(
+            url,
+            batch_size=DEFAULT_BATCH_SIZE,
+            variants=explain.LATE_VARIANTS,
+            context="late in a run: all other goals migrated",
+        )
+    say("explain: " + ", ".join(f"{p.label} {p.execution_ms:.1f} ms" for p in plans))
+    return plans
+
+
+async def measure_all(options: Options, work: Path) -> list[dict]:
+    """Each data mix measured in turn on one server."""
+    cluster = Cluster(durable=options.durable)
+    return [await measure(options, mix, cluster, work) for mix in options.mixes]
+
+
+async def measure(options: Options, mix: str, cluster: Cluster, work: Path) -> dict:
+    """Every measurement, on identical copies of one database; the results as a dict."""
+    result = await _measure(options, mix, cluster, work, started := time.perf_counter())
+    result["bench_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+async def _measure(
+    options: Options, mix: str, cluster: Cluster, work: Path, started: float
+) -> dict:
+    facts = await cluster.build_template(sessions=options.sessions, seed=options.seed, mix=mix)
+    say(
+        f"template ({mix}): {facts.sessions:,} sessions, {facts.items:,} items, "
+        f"{facts.database_mb} MB, fsync {facts.fsync} ({time.perf_counter() - started:.1f} s)"
     )
 
     # The repeats interleave the ceiling, the floor and the engine, so that load from others
@@ -171,10 +257,11 @@ async def measure(options: Options, work: Path) -> dict:
         expected = ceilings[0].goals_created
         if ceilings[-1].goals_created != expected:
             raise ceiling.RowSetMismatch("the ceiling created a different number of goals")
-        async with cluster.clone("floor") as url:
-            await settle(options)
-            floors.append(await floor.run(url, sessions=options.floor_sessions))
-        say(f"floor: {floors[-1].items:,} items in {floors[-1].seconds:.2f} s")
+        if options.extras:
+            async with cluster.clone("floor") as url:
+                await settle(options)
+                floors.append(await floor.run(url, sessions=options.floor_sessions))
+            say(f"floor: {floors[-1].items:,} items in {floors[-1].seconds:.2f} s")
         for runs, dry_run in ((reals, False), (drys, True)):
             runs.append(
                 await engine_run(
@@ -184,11 +271,13 @@ async def measure(options: Options, work: Path) -> dict:
                     dry_run=dry_run,
                     batch_size=DEFAULT_BATCH_SIZE,
                     expected=expected,
+                    undo=options.extras and not dry_run and i == 0,
                 )
             )
     best = min(range(len(ceilings)), key=lambda i: ceilings[i].seconds)
     best_ceiling = ceilings[best]
-    naive = min(floors, key=lambda f: f.seconds)
+    naive = min(floors, key=lambda f: f.seconds) if floors else None
+    undo = reals[0].pop("rollback", None)
     real = min(reals, key=lambda r: r["seconds"])
     dry = min(drys, key=lambda r: r["seconds"])
     real_times = [r["seconds"] for r in reals]
@@ -202,22 +291,10 @@ async def measure(options: Options, work: Path) -> dict:
         for size in options.batch_sizes
     ]
 
-    async with cluster.clone("explain") as url:
-        await settle(options)
-        plans = await explain.engine_batches(url, batch_size=DEFAULT_BATCH_SIZE)
-        plans.append(await explain.ceiling(url))
-        await explain.reopen_batch(url, batch_size=DEFAULT_BATCH_SIZE)
-        plans += await explain.engine_batches(
-            url,
-            batch_size=DEFAULT_BATCH_SIZE,
-            variants=explain.LATE_VARIANTS,
-            context="late in a run: all other goals migrated",
-        )
-    say("explain: " + ", ".join(f"{p.label} {p.execution_ms:.1f} ms" for p in plans))
-
+    plans = await explain_plans(cluster, options) if options.extras else []
     partitions = Settings.model_fields["job_partitions"].default
     estimated = -(-facts.candidate_sessions // DEFAULT_BATCH_SIZE)
-    statement_seconds = estimated * plans[0].execution_ms / 1000
+    statement_seconds = estimated * plans[0].execution_ms / 1000 if plans else None
     items_per_second = facts.items / real["seconds"]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -233,19 +310,22 @@ async def measure(options: Options, work: Path) -> dict:
             "runs": [round(c.seconds, 3) for c in ceilings],
             "background_cores": [c.background_cores for c in ceilings],
         },
-        "floor": {
+        "floor": naive
+        and {
             **asdict(naive),
             "seconds": round(naive.seconds, 3),
             "runs": [round(f.seconds, 3) for f in floors],
         },
         "real": real,
+        "rollback": undo,
         "real_runs": real_times,
         "real_background_cores": [r["background_cores"] for r in reals],
         "dry": dry,
         "dry_runs": dry_times,
         "sweep": sweep,
         "explain": [p.as_dict() for p in plans],
-        "batches": {
+        "batches": plans
+        and {
             "with_goals": real["batches_with_goals"],
             "estimated": estimated,
             "statement_seconds": round(statement_seconds, 2),
@@ -263,9 +343,11 @@ async def measure(options: Options, work: Path) -> dict:
             "real_vs_ceiling_throughput_median": round(
                 statistics.median(c.seconds for c in ceilings) / statistics.median(real_times), 3
             ),
-            "real_vs_floor_throughput": round(items_per_second / (naive.items / naive.seconds), 1),
+            "real_vs_floor_throughput": naive
+            and round(items_per_second / (naive.items / naive.seconds), 1),
             "dry_vs_ceiling_time": round(dry["seconds"] / best_ceiling.seconds, 3),
             "dry_vs_real_time": round(dry["seconds"] / real["seconds"], 3),
+            "rollback_vs_delete_time": undo and round(undo["seconds"] / undo["delete_seconds"], 3),
             "real_vs_ceiling_database_cpu": round(
                 real["profile"]["backend_cpu_seconds"] / best_ceiling.cpu_seconds, 3
             ),
@@ -277,27 +359,35 @@ async def measure(options: Options, work: Path) -> dict:
 
 def main() -> int:
     options = Options.from_env()
-    started = time.perf_counter()
+    if unknown := set(options.mixes) - set(demo.MIXES):
+        print(
+            f"BENCH_MIX: no mix {', '.join(sorted(unknown))}; "
+            f"use both or one of {', '.join(demo.MIXES)}",
+            file=sys.stderr,
+        )
+        return 2
     about = machine()
     say(f"{options}")
     try:
         with tempfile.TemporaryDirectory(prefix="gm-bench-work-") as work:
-            result = asyncio.run(measure(options, Path(work)))
-    except (ceiling.RowSetMismatch, api.JobFailed, ServerFailed) as exc:
+            results = asyncio.run(measure_all(options, Path(work)))
+    except (ceiling.RowSetMismatch, rollback.RollbackMismatch, api.JobFailed, ServerFailed) as exc:
         print(f"\nBENCH FAILED: {exc}", file=sys.stderr)
         return 1
     about["load_after"] = round(os.getloadavg()[0], 2)
-    result["machine"] = about
-    result["bench_seconds"] = round(time.perf_counter() - started, 1)
-    page = report.write(report.save(result))
-    print()
-    for key, label, bar, higher in report.BARS:
-        value = result["ratios"][key]
-        print(f"  {label:<48} {value:>9.2f}   bar {'>=' if higher else '<='} {bar:g}")
-    print(f"  {'dry run time / real run time':<48} {result['ratios']['dry_vs_real_time']:>9.2f}")
-    grown = report.growth(report.load())
-    if grown:
-        print(f"  {'real run time 1M / 200k':<48} {grown['real_time_ratio']:>9.2f}   bar <= 5.5")
-        print(f"  {'peak RSS 1M / 200k':<48} {grown['rss_ratio']:>9.2f}   bar <= 1.1")
+    for result in results:
+        result["machine"] = about
+        saved = report.save(result)
+    page = report.write(saved)
+    for result in results:
+        mix = result["data"]["mix"]
+        print(f"\n{mix}, {result['data']['sessions']:,} sessions:")
+        for key, label, bar, higher in report.BARS:
+            value = result["ratios"][key]
+            print(f"  {label:<48} {value:>9.2f}   bar {'>=' if higher else '<='} {bar:g}")
+        dry_vs_real = result["ratios"]["dry_vs_real_time"]
+        print(f"  {'dry run time / real run time':<48} {dry_vs_real:>9.2f}")
+        for line in report.growth_lines(saved, mix):
+            print(f"  {line}")
     print(f"\nwrote {page.relative_to(report.ROOT)} and {report.RESULTS.relative_to(report.ROOT)}")
     return 0

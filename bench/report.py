@@ -103,7 +103,9 @@ def growth(results: dict[str, dict], mix: str) -> list[dict]:
                 "bar": bar,
                 "real_time_ratio": large["real"]["seconds"] / small["real"]["seconds"],
                 "dry_time_ratio": large["dry"]["seconds"] / small["dry"]["seconds"],
-                "ceiling_time_ratio": large["ceiling"]["seconds"] / small["ceiling"]["seconds"],
+                "ceiling_time_ratio": large["ceiling"]
+                and small["ceiling"]
+                and large["ceiling"]["seconds"] / small["ceiling"]["seconds"],
                 "rss_from": base["data"]["sessions"],
                 "rss_ratio": large["real"]["rss_peak_mb"] / base["real"]["rss_peak_mb"],
                 "cpu_ratio": (
@@ -210,7 +212,7 @@ def _mix_table(mix: str, sizes: dict[int, dict], results: dict[str, dict]) -> li
     out.append(
         "| seconds: ceiling / real run / dry run | – | "
         + " | ".join(
-            f"{_n(s['ceiling']['seconds'], 1)} / {_n(s['real']['seconds'], 1)} / "
+            f"{_n((s['ceiling'] or {}).get('seconds'), 1)} / {_n(s['real']['seconds'], 1)} / "
             f"{_n(s['dry']['seconds'], 1)}"
             for s in runs
         )
@@ -239,7 +241,7 @@ def _growth_lines_md(g: dict) -> list[str]:
         f"From {small} to {large} sessions: items grew {g['data_ratio']:.2f}×; real run time "
         f"**{g['real_time_ratio']:.2f}×** (bar ≤ {g['bar']:g}: "
         f"{_verdict(g['real_time_ratio'], g['bar'], False)}), dry run time "
-        f"{g['dry_time_ratio']:.2f}×, the ceiling's time {g['ceiling_time_ratio']:.2f}×, the "
+        f"{g['dry_time_ratio']:.2f}×, the ceiling's time {_n(g['ceiling_time_ratio'])}×, the "
         f"real run's PostgreSQL CPU {g['cpu_ratio']:.2f}×; the server's peak RSS at {large} is "
         f"**{g['rss_ratio']:.2f}×** its {_size(g['rss_from'])} value (bar ≤ {RSS_BAR}: "
         f"{_verdict(g['rss_ratio'], RSS_BAR, False)})." + _misses_sentence(g["misses"]),
@@ -257,23 +259,50 @@ def _misses_sentence(misses: dict[int, float]) -> str:
     )
 
 
-def _size_section(s: dict) -> list[str]:
-    data, machine, ratios = s["data"], s["machine"], s["ratios"]
-    real, dry, ceiling, floor = s["real"], s["dry"], s["ceiling"], s["floor"]
-    items = data["items"]
-    out = [
+def _heading(s: dict) -> list[str]:
+    data, machine = s["data"], s["machine"]
+    return [
         f"## {data['mix']} mix, {data['sessions']:,} sessions",
         "",
         f"{s['date']}, commit {machine.get('commit', 'unknown')}; fsync {data['fsync']}, "
         f"synchronous_commit {data['synchronous_commit']}; {machine['cores']} cores, "
-        f"{machine['memory_gb']} GB, "
-        f"PostgreSQL {data['server_version']}, Python {machine['python']}; load average "
-        f"{machine['load_before']} before, {machine['load_after']} after; the whole bench took "
-        f"{s['bench_seconds'] / 60:.1f} min. Data: {data['candidate_sessions']:,} candidate "
-        f"sessions, {items:,} action items, {data['existing_goals']:,} existing goals, "
-        f"{data['database_mb']:,} MB. Seed {s['seed']}; best of {s['repeats']} for the ceiling "
-        "and the engine runs.",
+        f"{machine['memory_gb']} GB, PostgreSQL {data['server_version']}, Python "
+        f"{machine['python']}; load average {machine['load_before']} before, "
+        f"{machine['load_after']} after; the whole bench took {s['bench_seconds'] / 60:.1f} min. "
+        f"Data: {data['candidate_sessions']:,} candidate sessions, {data['items']:,} action "
+        f"items, {data['existing_goals']:,} existing goals, {data['database_mb']:,} MB. Seed "
+        f"{s['seed']}; best of {s['repeats']}.",
         "",
+    ]
+
+
+def _engine_only_section(s: dict) -> list[str]:
+    """A size measured without the ceiling (BENCH_CEILING=0): the engine's runs alone."""
+    real, dry, items = s["real"], s["dry"], s["data"]["items"]
+    out = _heading(s) + [
+        "| measurement | seconds | items / s | goals created | CPU s: PostgreSQL + service "
+        "| poll p50 / p99 / max ms | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, run in (("engine real run", real), ("engine dry run", dry)):
+        out.append(
+            f"| {label} (batch_size={run['batch_size']:,}) | {_n(run['seconds'])} | "
+            f"{_n(items / run['seconds'], 0)} | {run['stats']['goals_created']:,} | "
+            f"{_n(run['profile']['backend_cpu_seconds'])} + {_n(run['service_cpu_seconds'])} | "
+            f"{_n(run['poll_p50_ms'], 1)} / {_n(run['poll_p99_ms'], 1)} / "
+            f"{_n(run['poll_max_ms'], 1)} | {_n(run['rss_peak_mb'], 1)} |"
+        )
+    return out + ["", f"Row sets: {s['checks']['row_sets']}", "", *_where_the_time_goes(s)]
+
+
+def _size_section(s: dict) -> list[str]:
+    if not s["ceiling"]:
+        return _engine_only_section(s)
+    data, machine, ratios = s["data"], s["machine"], s["ratios"]
+    real, dry, ceiling, floor = s["real"], s["dry"], s["ceiling"], s["floor"]
+    items = data["items"]
+    out = [
+        *_heading(s),
         "| measurement | seconds | items / s | goals created | vs ceiling (throughput) |",
         "| --- | ---: | ---: | ---: | ---: |",
         f"| SQL ceiling: one INSERT … SELECT | {_n(ceiling['seconds'])} | "

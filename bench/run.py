@@ -6,6 +6,8 @@ fsync and synchronous_commit; 0 turns them off), BENCH_SEED (7), BENCH_REPEATS
 (3: the ceiling, the floor and the engine's runs at the default batch size, best kept),
 BENCH_EXTRAS (1; 0 leaves out the floor and EXPLAIN, which do not depend on the size, and the
 rollback, measured at 1M: each needs one more copy of the database, long at 10M sessions),
+BENCH_CEILING (1; 0 leaves out the SQL ceiling and its row-set check, keeping the check that
+real runs create what dry runs predict),
 BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000) and
 BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease).
 """
@@ -46,6 +48,7 @@ class Options:
     batch_sizes: tuple[int, ...]
     floor_sessions: int
     extras: bool
+    ceiling: bool
     quiet_wait: float
 
     @classmethod
@@ -61,6 +64,7 @@ class Options:
             batch_sizes=tuple(sorted({int(s) for s in sizes.split(",")} | {DEFAULT_BATCH_SIZE})),
             floor_sessions=int(os.environ.get("BENCH_FLOOR_SESSIONS", "5000")),
             extras=os.environ.get("BENCH_EXTRAS", "1") != "0",
+            ceiling=os.environ.get("BENCH_CEILING", "1") != "0",
             quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
         )
 
@@ -119,12 +123,13 @@ async def engine_run(
     *,
     dry_run: bool,
     batch_size: int,
-    expected: int,
+    expected: int | None,
     undo: bool = False,
 ) -> dict:
     """One job through the API on a fresh clone, its goals checked against the ceiling's.
 
     With `undo`, a real run is then rolled back and timed against the hand-written DELETE.
+    Without a ceiling (`expected` None) nothing is compared here; see _measure.
     """
     label = f"{'dry' if dry_run else 'real'}{batch_size}"
     async with cluster.clone(label) as url:
@@ -134,13 +139,15 @@ async def engine_run(
         )
         io = await buffers.read(url)
         created = run.job["stats"]["goals_created"]
-        if created != expected:
+        if expected is not None and created != expected:
             raise ceiling.RowSetMismatch(
                 f"{label}: the job reports {created} goals created, the ceiling {expected}"
             )
         rows_file = work / "ceiling.copy"
         summary = {**run.summary(), "buffers": io}
-        if dry_run:
+        if expected is None:
+            pass
+        elif dry_run:
             summary["preview_checked"] = await ceiling.check(
                 url, rows_file, engine_rows_sql=PREVIEW_ROWS_SQL, label=label, subset=True
             )
@@ -148,6 +155,7 @@ async def engine_run(
             summary["goals_checked"] = await ceiling.check(
                 url, rows_file, engine_rows_sql=ceiling.ROWS_SQL, label=label
             )
+        if not dry_run:
             summary["batches_with_goals"] = await _batches_with_goals(url, run.job["id"])
             if undo:
                 summary["rollback"] = await rollback_run(cluster, url, work, options, run.job)
@@ -243,21 +251,23 @@ async def _measure(
     # The repeats interleave the ceiling, the floor and the engine, so that load from others
     # on the machine falls on all of them alike rather than on whichever ran during it.
     ceilings, ceiling_io, floors, reals, drys = [], [], [], [], []
+    expected = None
     for i in range(options.repeats):
-        async with cluster.clone("ceiling") as url:
-            await settle(options)
-            ceilings.append(await ceiling.run(url))
-            ceiling_io.append(await buffers.read(url))
-            if i == 0:
-                await ceiling.export_rows(url, work / "ceiling.copy")
-        say(
-            f"ceiling: {ceilings[-1].seconds:.2f} s ({ceilings[-1].cpu_seconds:.2f} CPU s, "
-            f"other load {ceilings[-1].background_cores} cores), "
-            f"{ceilings[-1].goals_created:,} goals"
-        )
-        expected = ceilings[0].goals_created
-        if ceilings[-1].goals_created != expected:
-            raise ceiling.RowSetMismatch("the ceiling created a different number of goals")
+        if options.ceiling:
+            async with cluster.clone("ceiling") as url:
+                await settle(options)
+                ceilings.append(await ceiling.run(url))
+                ceiling_io.append(await buffers.read(url))
+                if i == 0:
+                    await ceiling.export_rows(url, work / "ceiling.copy")
+            say(
+                f"ceiling: {ceilings[-1].seconds:.2f} s ({ceilings[-1].cpu_seconds:.2f} CPU s, "
+                f"other load {ceilings[-1].background_cores} cores), "
+                f"{ceilings[-1].goals_created:,} goals"
+            )
+            expected = ceilings[0].goals_created
+            if ceilings[-1].goals_created != expected:
+                raise ceiling.RowSetMismatch("the ceiling created a different number of goals")
         if options.extras:
             async with cluster.clone("floor") as url:
                 await settle(options)
@@ -275,8 +285,10 @@ async def _measure(
                     undo=options.extras and not dry_run and i == 0,
                 )
             )
-    best = min(range(len(ceilings)), key=lambda i: ceilings[i].seconds)
-    best_ceiling = ceilings[best]
+    # The dry run predicts the real run: with or without a ceiling, they must agree.
+    predicted = {r["stats"]["goals_created"] for r in drys}
+    if predicted != {r["stats"]["goals_created"] for r in reals}:
+        raise ceiling.RowSetMismatch(f"dry runs predicted {predicted} goals; real runs differ")
     naive = min(floors, key=lambda f: f.seconds) if floors else None
     undo = reals[0].pop("rollback", None)
     real = min(reals, key=lambda r: r["seconds"])
@@ -291,23 +303,25 @@ async def _measure(
         )
         for size in options.batch_sizes
     ]
-
     plans = await explain_plans(cluster, options) if options.extras else []
     partitions = Settings.model_fields["job_partitions"].default
     estimated = -(-facts.candidate_sessions // DEFAULT_BATCH_SIZE)
     statement_seconds = estimated * plans[0].execution_ms / 1000 if plans else None
     items_per_second = facts.items / real["seconds"]
+    best = min(ceilings, key=lambda c: c.seconds) if ceilings else None
+
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": options.seed,
         "repeats": options.repeats,
         "default_batch_size": DEFAULT_BATCH_SIZE,
         "data": asdict(facts),
-        "ceiling": {
-            "seconds": round(best_ceiling.seconds, 3),
+        "ceiling": best
+        and {
+            "seconds": round(best.seconds, 3),
             "goals_created": expected,
-            "cpu_seconds": round(best_ceiling.cpu_seconds, 2),
-            "buffers": ceiling_io[best],
+            "cpu_seconds": round(best.cpu_seconds, 2),
+            "buffers": ceiling_io[ceilings.index(best)],
             "runs": [round(c.seconds, 3) for c in ceilings],
             "background_cores": [c.background_cores for c in ceilings],
         },
@@ -332,30 +346,37 @@ async def _measure(
             "statement_seconds": round(statement_seconds, 2),
             "statement_share": round(statement_seconds / (real["seconds"] * partitions), 3),
         },
-        "checks": {
-            "row_sets": (
-                f"every real run's {expected:,} goals equal the ceiling's (EXCEPT ALL both ways "
-                "on patient, session, description, category, created_at); every dry run "
-                f"reported {expected:,} goals to create and previewed only ceiling rows."
-            )
-        },
+        "checks": {"row_sets": _row_sets_check(expected, real["stats"]["goals_created"])},
         "ratios": {
-            "real_vs_ceiling_throughput": round(best_ceiling.seconds / real["seconds"], 3),
-            "real_vs_ceiling_throughput_median": round(
+            "real_vs_ceiling_throughput": best and round(best.seconds / real["seconds"], 3),
+            "real_vs_ceiling_throughput_median": best
+            and round(
                 statistics.median(c.seconds for c in ceilings) / statistics.median(real_times), 3
             ),
             "real_vs_floor_throughput": naive
             and round(items_per_second / (naive.items / naive.seconds), 1),
-            "dry_vs_ceiling_time": round(dry["seconds"] / best_ceiling.seconds, 3),
+            "dry_vs_ceiling_time": best and round(dry["seconds"] / best.seconds, 3),
             "dry_vs_real_time": round(dry["seconds"] / real["seconds"], 3),
             "rollback_vs_delete_time": undo and round(undo["seconds"] / undo["delete_seconds"], 3),
-            "real_vs_ceiling_database_cpu": round(
-                real["profile"]["backend_cpu_seconds"] / best_ceiling.cpu_seconds, 3
-            ),
+            "real_vs_ceiling_database_cpu": best
+            and round(real["profile"]["backend_cpu_seconds"] / best.cpu_seconds, 3),
             "poll_p99_ms": max(real["poll_p99_ms"] or 0, dry["poll_p99_ms"] or 0),
             "rss_peak_mb": max(real["rss_peak_mb"], dry["rss_peak_mb"]),
         },
     }
+
+
+def _row_sets_check(expected: int | None, created: int) -> str:
+    if expected is None:
+        return (
+            f"no ceiling at this size (BENCH_CEILING=0); every real run created {created:,} "
+            "goals, the number every dry run predicted."
+        )
+    return (
+        f"every real run's {expected:,} goals equal the ceiling's (EXCEPT ALL both ways on "
+        "patient, session, description, category, created_at); every dry run reported "
+        f"{expected:,} goals to create and previewed only ceiling rows."
+    )
 
 
 def main() -> int:
@@ -385,7 +406,8 @@ def main() -> int:
         print(f"\n{mix}, {result['data']['sessions']:,} sessions:")
         for key, label, bar, higher in report.BARS:
             value = result["ratios"][key]
-            print(f"  {label:<48} {value:>9.2f}   bar {'>=' if higher else '<='} {bar:g}")
+            shown = "–" if value is None else f"{value:.2f}"
+            print(f"  {label:<48} {shown:>9}   bar {'>=' if higher else '<='} {bar:g}")
         dry_vs_real = result["ratios"]["dry_vs_real_time"]
         print(f"  {'dry run time / real run time':<48} {dry_vs_real:>9.2f}")
         for line in report.growth_lines(saved, mix):

@@ -42,26 +42,19 @@ async def delete(url: str, job_id: str) -> DeleteResult:
     return DeleteResult(seconds, int(status.split()[-1]), cpu_used)
 
 
-async def goals_left(url: str, job_id: str) -> int:
-    """Goals of the job still in treatment_goals (none after either kind of undo)."""
+async def outcome(url: str, *, target_id: str, rollback_id: str) -> tuple[int, list[int]]:
+    """Goals of the target still in treatment_goals (none after either kind of undo), and the
+    goals each partition of the rollback job deleted, in partition order."""
     conn = await asyncpg.connect(url)
     try:
-        return await conn.fetchval(
-            "SELECT count(*) FROM treatment_goals WHERE source_job_id = $1::uuid", job_id
+        left = await conn.fetchval(
+            "SELECT count(*) FROM treatment_goals WHERE source_job_id = $1::uuid", target_id
         )
-    finally:
-        await conn.close()
-
-
-async def per_partition(url: str, job_id: str) -> list[int]:
-    """Goals each partition of a rollback job deleted, in partition order."""
-    conn = await asyncpg.connect(url)
-    try:
         rows = await conn.fetch(
             "SELECT goals_deleted FROM migration_job_partitions WHERE job_id = $1::uuid "
             "ORDER BY partition",
-            job_id,
+            rollback_id,
         )
     finally:
         await conn.close()
-    return [r["goals_deleted"] for r in rows]
+    return left, [r["goals_deleted"] for r in rows]

@@ -185,13 +185,12 @@ async def rollback_run(cluster: Cluster, url: str, work: Path, options: Options,
         rollback_of=job["id"],
     )
     deleted = run.job["stats"]["goals_deleted"]
-    left = await rollback.goals_left(url, job["id"])
+    left, partitions = await rollback.outcome(url, target_id=job["id"], rollback_id=run.job["id"])
     if not created == deleted == baseline.goals_deleted or left:
         raise rollback.RollbackMismatch(
             f"the run created {created} goals; the rollback job deleted {deleted} and left "
             f"{left}, the DELETE removed {baseline.goals_deleted}"
         )
-    partitions = await rollback.per_partition(url, run.job["id"])
     say(
         f"rollback: {run.seconds:.2f} s (partitions deleted {partitions}); "
         f"DELETE: {baseline.seconds:.2f} s; {deleted:,} goals"

@@ -35,8 +35,8 @@ log = logging.getLogger("app.jobs")
 LOGGED_FAILED_IDS = 5
 
 # A batch transaction does not wait for its commit to reach disk. Its goals, counters and cursor
-# commit together, so a server crash can lose only a tail of whole batches, which the job's
-# resume redoes from the cursor that survived; nothing is half-applied or counted twice. The
+# commit together, so a server crash can lose only a tail of whole batches, which the run (or a
+# later resume) redoes from the cursor that survived; nothing is half-applied or counted twice. The
 # job's end commits synchronously, and that flush takes every earlier batch with it, so a job
 # recorded as finished is always durable (docs/RELIABILITY.md).
 ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")

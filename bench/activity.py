@@ -20,8 +20,7 @@ from bench import cpu
 KINDS = (
     ("WITH batch AS", "batch statement"),
     ("SELECT patient_id FROM (", "next batch bound"),
-    ("UPDATE migration_job_partitions", "save progress"),
-    ("INSERT INTO migration_batches", "record batch"),
+    ("WITH saved AS (UPDATE migration_job_partitions", "save progress"),
     ("SAVEPOINT", "savepoint"),
     ("RELEASE SAVEPOINT", "savepoint"),
     ("BEGIN", "begin"),

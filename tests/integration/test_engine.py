@@ -1,5 +1,6 @@
 """The engine against the reference model, on real PostgreSQL, with hostile data."""
 
+import asyncio
 import random
 import uuid
 
@@ -408,6 +409,53 @@ async def test_any_partition_count_matches_the_model(db, settings, partition_cou
             {"j": real["id"]},
         )
         assert tuple(parts.one()) == (partition_count, True)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+async def test_a_batch_finds_the_same_next_bound_as_next_bound(db, settings, batch_size):
+    ids, sessions = _spread_dataset(seed=batch_size)
+    await helpers.load(db, users=[(p, "patient") for p in ids] + [(THERAPIST, "therapist")],
+                       sessions=sessions)  # fmt: skip
+    start, end = uuid.UUID(int=0), uuid.UUID(int=(1 << 127) - 1)  # a partition's range
+    job_id, _ = await helpers.start_job(db, settings, dry_run=True, batch_size=batch_size)
+    async with db.connect() as conn:
+        lo, bounds, aheads = start, [], []
+        while lo is not None:
+            hi = await engine.next_bound(conn, lo=lo, end=end, batch_size=batch_size)
+            bounds.append(hi)
+            if hi is None:
+                break
+            result = await engine.run_batch(
+                conn, job_id=job_id, lo=lo, hi=hi, dry_run=True, findings_room=0,
+                preview_room=0, bound_ahead=(end, batch_size),
+            )  # fmt: skip
+            aheads.append(result.next_hi)
+            lo = partitions.after(hi) if hi != end else None
+        await conn.rollback()
+    assert len(bounds) > 3 and bounds[-1] is None
+    assert aheads == bounds[1:]
+
+
+async def test_sessions_that_arrive_after_the_bound_was_found_are_migrated(db, settings):
+    # A batch finds the next batch's bound while it runs; sessions written before the next batch
+    # starts, for patients in its range, are still that batch's: its range holds whole patients.
+    settings = settings.model_copy(update={"job_partitions": 1})
+    a, b, c = PATIENTS[0], PATIENTS[1], PATIENTS[3]
+    between = uuid.UUID(int=a.int + 5)
+    sessions = [_session(p, 2, [{"task": "Walk", "category": "first"}]) for p in (a, b, c)]
+    await helpers.load(db, users=USERS, sessions=sessions)
+    arriving = [
+        _session(between, 3, [{"task": "Walk"}]),
+        _session(b, 1, [{"task": "Walk", "category": "earlier"}]),  # now b's first session
+    ]
+    async with helpers.gate_closed(db, partition=0):
+        job = asyncio.create_task(helpers.run(db, settings, batch_size=1))
+        await helpers.at_gate(db, 1)  # a's batch has run, next bound (b) found, not committed
+        await helpers.load(db, users=[(between, "patient")], sessions=arriving)
+    job = await job
+    expected = model.migrate(sessions + arriving, [])
+    assert helpers.stats(job) == expected.stats and job["goals_created"] == 4
+    assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
 
 
 async def test_a_dry_run_failure_fails_the_whole_job(db, settings):

@@ -197,18 +197,25 @@ _REPORT_COLUMN = """,
     (SELECT json_agg(r ORDER BY r.session_date, r.session_id, r.item_index NULLS FIRST)
      FROM report AS r) AS report"""
 
-_NEXT_BOUND_SQL = f"""
-SELECT patient_id FROM (
+
+def _bound_sql(start: str) -> str:
+    """The last patient of the first :batch_size candidate sessions from `start` to :end."""
+    return f"""SELECT patient_id FROM (
     SELECT patient_id
     FROM therapy_sessions
     WHERE {CANDIDATE_PREDICATE}
-      AND patient_id BETWEEN :lo AND :end
+      AND {start} AND patient_id <= :end
     ORDER BY patient_id, session_date, id
     LIMIT :batch_size
 ) AS window_
 ORDER BY patient_id DESC
-LIMIT 1
-"""
+LIMIT 1"""
+
+
+_NEXT_BOUND_SQL = _bound_sql("patient_id >= :lo")
+# The batch statement can find the next batch's bound too, saving the next batch a round trip.
+_BOUND_AHEAD_COLUMN = f""",
+    ({_bound_sql("patient_id > :hi")}) AS next_hi"""
 
 # The sessions of a batch in processing order, with what a failed one still counts for.
 _BATCH_SESSIONS_SQL = f"""
@@ -231,8 +238,13 @@ WHERE source_job_id = :job_id AND patient_id BETWEEN :lo AND :hi
 """
 
 
-def batch_sql(*, dry_run: bool, one_session: bool = False, report: bool = False) -> str:
-    """The batch statement for a real or dry run, over a patient range or one session of it."""
+def batch_sql(
+    *, dry_run: bool, one_session: bool = False, report: bool = False, ahead: bool = False
+) -> str:
+    """The batch statement for a real or dry run, over a patient range or one session of it.
+
+    With `ahead` it also returns `next_hi`, the bound of the batch after it (see next_bound).
+    """
     ctes = [
         _BATCH + (_ONE_SESSION if one_session else "") + "\n)",
         _ELEMENTS,
@@ -243,7 +255,7 @@ def batch_sql(*, dry_run: bool, one_session: bool = False, report: bool = False)
         _CREATE_DRY if dry_run else _CREATE_REAL,
         _FINDINGS,
     ]
-    columns = _COUNTS
+    columns = _COUNTS + (_BOUND_AHEAD_COLUMN if ahead else "")
     if report:
         ctes.append(_REPORT)
         columns += _REPORT_COLUMN
@@ -259,6 +271,7 @@ class BatchResult:
     preview_stored: int = 0
     failed_sessions: list[uuid.UUID] = field(default_factory=list)
     report: list[dict[str, Any]] = field(default_factory=list)
+    next_hi: uuid.UUID | None = None  # the next batch's bound, when asked for and found
 
     def add(self, row: Any) -> None:
         for name in (*STAT_NAMES, "patients_with_goals_created"):
@@ -302,11 +315,14 @@ async def run_batch(
     findings_room: int,
     preview_room: int,
     report: bool = False,
+    bound_ahead: tuple[uuid.UUID, int] | None = None,
 ) -> BatchResult:
     """Migrate patients lo..hi inside the caller's transaction; replay per session on failure.
 
     The caller owns the transaction and commits it together with the job's progress. Errors
     that are not one session's data (errors.classify) propagate: the caller retries or fails.
+    With `bound_ahead` (the partition's end, the batch size), the result's `next_hi` is the
+    next batch's bound as next_bound() would give it now; None after a replay.
     """
     params = {
         "job_id": job_id,
@@ -315,8 +331,10 @@ async def run_batch(
         "findings_room": max(findings_room, 0),
         "preview_room": max(preview_room, 0),
     }
+    if bound_ahead is not None:
+        params["end"], params["batch_size"] = bound_ahead
     result = BatchResult()
-    statement = text(batch_sql(dry_run=dry_run, report=report))
+    statement = text(batch_sql(dry_run=dry_run, report=report, ahead=bound_ahead is not None))
     if dry_run:
         # A dry run inserts no goals, so a failure is never one session's data: no savepoint to
         # replay from; the error ends the attempt (a transient one is retried).
@@ -330,6 +348,7 @@ async def run_batch(
                 raise
             return await _replay(conn, params, report=report)
     result.add(row)
+    result.next_hi = getattr(row, "next_hi", None)
     if dry_run:
         result.preview_stored = min(result.stats["goals_created"], params["preview_room"])
     return result

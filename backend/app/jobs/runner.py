@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -33,13 +32,6 @@ log = logging.getLogger("app.jobs")
 
 # A log line names at most this many failed sessions; the job's issues list them all.
 LOGGED_FAILED_IDS = 5
-
-# A batch transaction does not wait for its commit to reach disk. Its goals, counters and cursor
-# commit together, so a server crash can lose only a tail of whole batches, which the run (or a
-# later resume) redoes from the cursor that survived; nothing is half-applied or counted twice. The
-# job's end commits synchronously, and that flush takes every earlier batch with it, so a job
-# recorded as finished is always durable (docs/RELIABILITY.md).
-ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 
 
 class Stop(enum.Enum):
@@ -322,7 +314,9 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
     """Walk one partition batch by batch until it is done or the run is told to stop."""
     job = run.job
     step = _migrate_batch if job["kind"] == "migrate" else _rollback_batch
-    kept = {"findings": part.findings_stored, "preview": part.preview_stored}
+    # What this worker knows of its partition beyond the cursor: the findings and preview goals it
+    # kept, and the next batch's (lo, hi) when the last batch found it.
+    known = {"findings": part.findings_stored, "preview": part.preview_stored, "ahead": None}
     cursor = part.cursor
     in_doubt = False  # after a failure, the database may hold more or less than we believe
     conn: AsyncConnection | None = None  # held from batch to batch; replaced after a failure
@@ -334,7 +328,6 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
         try:
             # One transaction: the batch's rows, its counters and cursor, and the lease check.
             async with conn.begin():
-                await conn.execute(ASYNC_COMMIT)
                 if in_doubt:
                     # Continue from what the database holds, not from what this process believes.
                     saved = await store.load_partition(
@@ -343,9 +336,11 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                     if saved.done:
                         return _Batch(None, "running")
                     cursor = saved.cursor
-                    kept.update(findings=saved.findings_stored, preview=saved.preview_stored)
+                    known.update(
+                        findings=saved.findings_stored, preview=saved.preview_stored, ahead=None
+                    )
                 lo = part.range_start if cursor is None else partitions.after(cursor)
-                batch = await step(conn, run, part, lo, kept)
+                batch = await step(conn, run, part, lo, known)
         except BaseException:
             # Whatever failed, the database may now hold more than this process believes (a
             # COMMIT whose answer was lost) or less (a crash lost batches that had committed
@@ -405,12 +400,15 @@ def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID]) -> None:
 
 
 async def _migrate_batch(
-    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, kept: dict
+    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, known: dict
 ) -> _Batch:
     """Migrate the next whole patients of this partition, or mark it done."""
     job = run.job
     hi = None
-    if lo is not None and lo <= part.range_end:
+    ahead, known["ahead"] = known["ahead"], None
+    if ahead is not None and ahead[0] == lo:
+        hi = ahead[1]
+    elif lo is not None and lo <= part.range_end:
         hi = await engine.next_bound(conn, lo=lo, end=part.range_end, batch_size=job["batch_size"])
     if hi is None:
         return _Batch(None, await _save(conn, run, part, cursor=None, done=True, stats={}))
@@ -420,9 +418,10 @@ async def _migrate_batch(
         lo=lo,
         hi=hi,
         dry_run=job["dry_run"],
-        findings_room=engine.FINDINGS_CAP - kept["findings"],
-        preview_room=engine.PREVIEW_CAP - kept["preview"],
+        findings_room=engine.FINDINGS_CAP - known["findings"],
+        preview_room=engine.PREVIEW_CAP - known["preview"],
         report=run.report,
+        bound_ahead=(part.range_end, job["batch_size"]),
     )
     status = await _save(
         conn,
@@ -435,13 +434,15 @@ async def _migrate_batch(
         preview_stored=result.preview_stored,
         record_batch=not job["dry_run"] and result.stats["goals_created"] > 0,
     )
-    kept["findings"] += result.findings_stored
-    kept["preview"] += result.preview_stored
+    known["findings"] += result.findings_stored
+    known["preview"] += result.preview_stored
+    if result.next_hi is not None:
+        known["ahead"] = (partitions.after(hi), result.next_hi)
     return _Batch(hi, status, result.stats, result.report, result.failed_sessions)
 
 
 async def _rollback_batch(
-    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, kept: dict
+    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, known: dict
 ) -> _Batch:
     """Delete (or count) the next goals of the target jobs in this partition."""
     job = run.job
@@ -462,8 +463,21 @@ async def _rollback_batch(
 
 
 async def _save(conn: AsyncConnection, run: _Run, part: store.Partition, **kwargs) -> str:
+    """Save a batch's progress; its transaction then commits without waiting for the disk.
+
+    The batch's goals, counters and cursor commit together, so a server crash can lose only a
+    tail of whole batches, which the run (or a later resume) redoes from the cursor that
+    survived: nothing is half-applied or counted twice. The job's end commits synchronously, and
+    that flush takes every earlier batch with it, so a job recorded as finished is always
+    durable (docs/RELIABILITY.md).
+    """
     return await store.save_progress(
-        conn, job_id=run.job["id"], partition=part.number, token=run.token, **kwargs
+        conn,
+        job_id=run.job["id"],
+        partition=part.number,
+        token=run.token,
+        async_commit=True,
+        **kwargs,
     )
 
 

@@ -312,23 +312,31 @@ async def save_progress(
     findings_stored: int = 0,
     preview_stored: int = 0,
     record_batch: bool = False,
+    async_commit: bool = False,
 ) -> str:
     """Add a batch's counters and move the cursor, inside the batch's own transaction.
 
     Returns the job's status, so a worker notices a cancel request at this very boundary.
     Raises LeaseLost when the partition no longer carries this run's token; the caller's
-    transaction must then roll back, taking the batch's goals with it.
+    transaction must then roll back, taking the batch's goals with it. `record_batch` notes the
+    batch's commit time for rollback; `async_commit` makes the transaction commit without waiting
+    for its WAL to reach disk (runner.py says when that is safe). Both ride on this one statement,
+    so a batch costs no extra round trip for them.
     """
     assignments = ", ".join(f"{name} = {name} + :{name}" for name in COUNTERS)
     params = {name: stats.get(name, 0) for name in COUNTERS}
     result = await conn.execute(
         text(
-            f"UPDATE migration_job_partitions SET {assignments}, "
+            f"WITH saved AS (UPDATE migration_job_partitions SET {assignments}, "
             "cursor = coalesce(:cursor, cursor), done = :done, "
             "findings_stored = findings_stored + :findings_stored, "
             "preview_stored = preview_stored + :preview_stored "
             "WHERE job_id = :job_id AND partition = :partition AND run_token = :token "
-            "RETURNING (SELECT status FROM migration_jobs WHERE id = :job_id)"
+            "RETURNING (SELECT status FROM migration_jobs WHERE id = :job_id) AS status), "
+            "recorded AS (INSERT INTO migration_batches (job_id, partition, inserted_at) "
+            "SELECT :job_id, :partition, now() FROM saved WHERE :record_batch) "
+            "SELECT status, CASE WHEN :async_commit "
+            "THEN set_config('synchronous_commit', 'off', true) END FROM saved"
         ),
         {
             **params,
@@ -339,19 +347,13 @@ async def save_progress(
             "done": done,
             "findings_stored": findings_stored,
             "preview_stored": preview_stored,
+            "record_batch": record_batch,
+            "async_commit": async_commit,
         },
     )
     status = result.scalar_one_or_none()
     if status is None:
         raise LeaseLost(job_id)
-    if record_batch:
-        await conn.execute(
-            text(
-                "INSERT INTO migration_batches (job_id, partition, inserted_at) "
-                "VALUES (:job_id, :partition, now())"
-            ),
-            {"job_id": job_id, "partition": partition},
-        )
     return status
 
 

@@ -18,10 +18,21 @@ _UNCHANGED = """(:force OR (g.status = 'assigned' AND EXISTS (
         SELECT 1 FROM migration_batches AS b
         WHERE b.job_id = g.source_job_id AND b.inserted_at = g.updated_at)))"""
 
+# The next goals in id order, merged from one ordered walk of the (source_job_id, id) index per
+# target job: each walk stops after batch_size entries under any plan. Written as
+# `source_job_id = ANY(:targets)`, a generic plan on statistics from before the migration (right
+# after it, nothing has analyzed the new goals) read every remaining goal of the range and sorted
+# them, in every batch: quadratic (tests/integration/test_rollback.py).
 _CHUNK = """chunk AS (
-    SELECT id FROM treatment_goals
-    WHERE source_job_id = ANY(:targets) AND id BETWEEN :lo AND :end
-    ORDER BY id
+    SELECT g.id
+    FROM unnest(CAST(:targets AS uuid[])) AS t (job_id)
+    CROSS JOIN LATERAL (
+        SELECT id FROM treatment_goals
+        WHERE source_job_id = t.job_id AND id BETWEEN :lo AND :end
+        ORDER BY id
+        LIMIT :batch_size
+    ) AS g
+    ORDER BY g.id
     LIMIT :batch_size
 )"""
 

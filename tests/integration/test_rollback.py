@@ -44,10 +44,9 @@ def _literal(value) -> str:
 async def test_a_batch_reads_only_its_goals_under_a_generic_plan_on_stale_statistics(
     db, settings, database_url, targets
 ):
-    items = [{"task": f"Task {i}"} for i in range(5)]
     sessions = [
         {"id": uuid.uuid4(), "patient_id": p, "therapist_id": THERAPIST, "session_date": ts(d),
-         "notes": {"action_items": [{"task": f"{i['task']} on day {d}"} for i in items]}}
+         "notes": {"action_items": [{"task": f"Task {i} on day {d}"} for i in range(5)]}}
         for p in PATIENTS for d in range(10)
     ]  # fmt: skip
     await helpers.load(db, users=[(p, "patient") for p in PATIENTS] + [(THERAPIST, "therapist")],
@@ -61,18 +60,11 @@ async def test_a_batch_reads_only_its_goals_under_a_generic_plan_on_stale_statis
         await helpers.load(db, users=[], sessions=sessions[part::targets])
         jobs.append((await helpers.run(db, settings, batch_size=500))["id"])
     async with db.connect() as c:
-        goals = (
-            (
-                await c.execute(
-                    text(
-                        "SELECT id FROM treatment_goals WHERE source_job_id = ANY(:t) ORDER BY id"
-                    ),
-                    {"t": jobs},
-                )
-            )
-            .scalars()
-            .all()
+        rows = await c.execute(
+            text("SELECT id FROM treatment_goals WHERE source_job_id = ANY(:t) ORDER BY id"),
+            {"t": jobs},
         )
+        goals = rows.scalars().all()
     assert len(goals) == len(sessions) * 5 > 10 * BATCH
 
     compiled = text(rollback._REAL_SQL).compile(dialect=asyncpg_dialect.dialect())

@@ -348,7 +348,8 @@ async def run_batch(
                 raise
             return await _replay(conn, params, report=report)
     result.add(row)
-    result.next_hi = getattr(row, "next_hi", None)
+    if bound_ahead is not None:
+        result.next_hi = row.next_hi
     if dry_run:
         result.preview_stored = min(result.stats["goals_created"], params["preview_room"])
     return result

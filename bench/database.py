@@ -31,6 +31,7 @@ SELECT count(*) AS candidate_sessions,
        current_setting('server_version') AS server_version,
        current_setting('shared_buffers') AS shared_buffers,
        current_setting('work_mem') AS work_mem,
+       current_setting('max_wal_size') AS max_wal_size,
        current_setting('fsync') AS fsync,
        current_setting('synchronous_commit') AS synchronous_commit,
        pg_database_size(current_database()) AS database_bytes
@@ -49,6 +50,7 @@ class Facts:
     existing_goals: int
     server_version: str
     shared_buffers: str
+    max_wal_size: str
     work_mem: str
     fsync: str
     synchronous_commit: str
@@ -59,14 +61,16 @@ class Facts:
 class Cluster:
     """An embedded PostgreSQL in a temporary directory, deleted when the process exits."""
 
-    def __init__(self, *, durable: bool = True) -> None:
+    def __init__(self, *, durable: bool = True, settings: dict[str, str] | None = None) -> None:
         root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
         # atexit runs last-registered first: the server's own cleanup (stop, delete its data)
         # runs before this removes the directory around it.
         atexit.register(shutil.rmtree, root, True)
         # Durable is PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on): the
         # server users run. durable=False is the fsync-off server tests use, for comparison.
-        self.server_url = embedded.start(root / "pg", durable=durable, cleanup="delete")
+        self.server_url = embedded.start(
+            root / "pg", durable=durable, cleanup="delete", settings=settings
+        )
 
     def url(self, database: str) -> str:
         """A postgresql:// URL for one database of this server."""
@@ -102,6 +106,7 @@ class Cluster:
             existing_goals=row["existing_goals"],
             server_version=row["server_version"],
             shared_buffers=row["shared_buffers"],
+            max_wal_size=row["max_wal_size"],
             work_mem=row["work_mem"],
             fsync=row["fsync"],
             synchronous_commit=row["synchronous_commit"],

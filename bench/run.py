@@ -8,8 +8,10 @@ BENCH_EXTRAS (1; 0 leaves out the floor and EXPLAIN, which do not depend on the 
 rollback, measured at 1M: each needs one more copy of the database, long at 10M sessions),
 BENCH_CEILING (1; 0 leaves out the SQL ceiling and its row-set check, keeping the check that
 real runs create what dry runs predict),
-BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000) and
-BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease).
+BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000),
+BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease)
+and BENCH_PG_SETTINGS (none: PostgreSQL's stock memory settings; a comma-separated list such as
+"shared_buffers=6GB,max_wal_size=8GB" sizes the server, as a deployment would).
 """
 
 import asyncio
@@ -50,6 +52,7 @@ class Options:
     extras: bool
     ceiling: bool
     quiet_wait: float
+    server_settings: dict[str, str]
 
     @classmethod
     def from_env(cls) -> "Options":
@@ -66,6 +69,11 @@ class Options:
             extras=os.environ.get("BENCH_EXTRAS", "1") != "0",
             ceiling=os.environ.get("BENCH_CEILING", "1") != "0",
             quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
+            server_settings=dict(
+                item.split("=", 1)
+                for item in os.environ.get("BENCH_PG_SETTINGS", "").split(",")
+                if item.strip()
+            ),
         )
 
 
@@ -227,7 +235,7 @@ async def explain_plans(cluster: Cluster, options: Options) -> list:
 
 async def measure_all(options: Options, work: Path) -> list[dict]:
     """Each data mix measured in turn on one server."""
-    cluster = Cluster(durable=options.durable)
+    cluster = Cluster(durable=options.durable, settings=options.server_settings)
     return [await measure(options, mix, cluster, work) for mix in options.mixes]
 
 

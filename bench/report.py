@@ -1,7 +1,8 @@
 """docs/benchmarks.json (the latest run of each data mix and size) rendered as docs/BENCHMARKS.md.
 
-Each run replaces its own (mix, size) entry and renders the whole page again, so results at
-200k, 1M and 10M sessions sit side by side per mix and their growth is computed. The
+Each run replaces its own (mix, size, server) entry and renders the whole page again, so results
+at 200k, 1M and 10M sessions sit side by side per mix and their growth is computed. The server
+is PostgreSQL's stock settings, or the ones BENCH_PG_SETTINGS gave (a table of its own). The
 hand-written notes between the NOTES markers survive every rendering.
 """
 
@@ -34,8 +35,14 @@ MIX_WORDS = {
 }
 
 
-def key(mix: str, sessions: int) -> str:
-    return f"{mix}/{sessions}"
+def server(result: dict) -> str:
+    """The settings the run's server was given beyond the stock ones ("" for none)."""
+    settings = result["data"].get("server_settings") or {}
+    return ",".join(f"{name}={value}" for name, value in sorted(settings.items()))
+
+
+def key(mix: str, sessions: int, server_: str = "") -> str:
+    return f"{mix}/{sessions}" + (f"/{server_}" if server_ else "")
 
 
 def load() -> dict[str, dict]:
@@ -45,22 +52,26 @@ def load() -> dict[str, dict]:
     return {k: v for k, v in json.loads(RESULTS.read_text()).items() if "/" in k}
 
 
-def _order(item: tuple[str, dict]) -> tuple[int, int]:
-    mix, sessions = item[0].split("/")
-    return list(demo.MIXES).index(mix), int(sessions)
+def _order(item: tuple[str, dict]) -> tuple[int, str, int]:
+    mix, sessions = item[0].split("/")[:2]
+    return list(demo.MIXES).index(mix), server(item[1]), int(sessions)
 
 
 def save(result: dict) -> dict[str, dict]:
     """Store this run's results under its mix and size; return all results."""
     results = load()
-    results[key(result["data"]["mix"], result["data"]["sessions"])] = result
+    results[key(result["data"]["mix"], result["data"]["sessions"], server(result))] = result
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(dict(sorted(results.items(), key=_order)), indent=1))
     return results
 
 
-def _of_mix(results: dict[str, dict], mix: str) -> dict[int, dict]:
-    return {r["data"]["sessions"]: r for k, r in results.items() if k.split("/")[0] == mix}
+def _of_mix(results: dict[str, dict], mix: str, server_: str = "") -> dict[int, dict]:
+    return {
+        r["data"]["sessions"]: r
+        for r in results.values()
+        if r["data"]["mix"] == mix and server(r) == server_
+    }
 
 
 def _notes() -> str:
@@ -87,9 +98,9 @@ def _verdict(value: float | None, bar: float, higher: bool) -> str:
     return f"**missed** ({missed:.2f}× off)"
 
 
-def growth(results: dict[str, dict], mix: str) -> list[dict]:
+def growth(results: dict[str, dict], mix: str, server_: str = "") -> list[dict]:
     """Time and RSS growth between the sizes of GROWTH that this mix has both of."""
-    sizes = _of_mix(results, mix)
+    sizes = _of_mix(results, mix, server_)
     out = []
     for small_n, large_n, bar in GROWTH:
         small, large = sizes.get(small_n), sizes.get(large_n)
@@ -112,6 +123,9 @@ def growth(results: dict[str, dict], mix: str) -> list[dict]:
                     large["real"]["profile"]["backend_cpu_seconds"]
                     / small["real"]["profile"]["backend_cpu_seconds"]
                 ),
+                "ceiling_cpu_ratio": large["ceiling"]
+                and small["ceiling"]
+                and large["ceiling"]["cpu_seconds"] / small["ceiling"]["cpu_seconds"],
                 "data_ratio": large["data"]["items"] / small["data"]["items"],
                 "misses": {
                     r["data"]["sessions"]: buffers.misses(r["real"]["buffers"])
@@ -124,10 +138,10 @@ def growth(results: dict[str, dict], mix: str) -> list[dict]:
     return out
 
 
-def growth_lines(results: dict[str, dict], mix: str) -> list[str]:
-    """The growth bars of one mix, as the console shows them."""
+def growth_lines(results: dict[str, dict], mix: str, server_: str = "") -> list[str]:
+    """The growth bars of one mix on one server, as the console shows them."""
     lines = []
-    for g in growth(results, mix):
+    for g in growth(results, mix, server_):
         span = f"{_size(g['to'])} / {_size(g['from'])}"
         lines.append(
             f"{'real run time ' + span:<48} {g['real_time_ratio']:>9.2f}   bar <= {g['bar']}"
@@ -160,6 +174,16 @@ def _durability(results: dict[str, dict]) -> str:
     )
 
 
+def _sized_sentence(results: dict[str, dict]) -> str:
+    if not any(server(r) for r in results.values()):
+        return ""
+    return (
+        " Each mix's first table runs PostgreSQL's stock memory settings (shared_buffers 128 MB, "
+        "max_wal_size 1 GB); a table headed *sized for the machine* runs the same durable "
+        "server with `BENCH_PG_SETTINGS`, as a deployment would size it."
+    )
+
+
 def render(results: dict[str, dict]) -> str:
     """The whole page."""
     out = [
@@ -169,26 +193,41 @@ def render(results: dict[str, dict]) -> str:
         "200k sessions; `BENCH_SESSIONS=1000000 make bench` adds the 1M column. The 10M column "
         "is recorded once, outside the default run (see the notes). Every measurement runs on "
         f"its own copy of the same demo database, {_durability(results)}. The machines are "
-        "shared and noisy: the ratios, measured side by side in one run, are what count.",
+        "shared and noisy: the ratios, measured side by side in one run, are what count."
+        + _sized_sentence(results),
         "",
     ]
     for mix in demo.MIXES:
-        sizes = _of_mix(results, mix)
-        if sizes:
-            out += _mix_table(mix, sizes, results)
+        for server_ in sorted({server(r) for r in results.values()}):
+            sizes = _of_mix(results, mix, server_)
+            if sizes:
+                out += _mix_table(mix, server_, sizes, results)
     out += [_notes(), ""]
     for s in results.values():
         out += _size_section(s)
     return "\n".join(out).rstrip() + "\n"
 
 
-def _mix_table(mix: str, sizes: dict[int, dict], results: dict[str, dict]) -> list[str]:
+def _mix_table(
+    mix: str, server_: str, sizes: dict[int, dict], results: dict[str, dict]
+) -> list[str]:
     runs = [sizes[n] for n in sorted(sizes)]
-    out = [
-        f"## The {mix} mix",
-        "",
-        f"`python -m app.demo --mix {mix}`: {MIX_WORDS.get(mix, mix)}.",
-        "",
+    if server_:
+        out = [
+            f"### The {mix} mix on a server sized for the machine",
+            "",
+            f"`BENCH_PG_SETTINGS={server_}`: the same durable server with its memory and "
+            "checkpoint distance sized as a deployment would size them (see the notes).",
+            "",
+        ]
+    else:
+        out = [
+            f"## The {mix} mix",
+            "",
+            f"`python -m app.demo --mix {mix}`: {MIX_WORDS.get(mix, mix)}.",
+            "",
+        ]
+    out += [
         "| bar | target | "
         + " | ".join(f"{_size(s['data']['sessions'])} sessions" for s in runs)
         + " |",
@@ -219,7 +258,7 @@ def _mix_table(mix: str, sizes: dict[int, dict], results: dict[str, dict]) -> li
         + " |"
     )
     out.append("")
-    for g in growth(results, mix):
+    for g in growth(results, mix, server_):
         out += _growth_lines_md(g)
     return out
 
@@ -242,7 +281,8 @@ def _growth_lines_md(g: dict) -> list[str]:
         f"**{g['real_time_ratio']:.2f}×** (bar ≤ {g['bar']:g}: "
         f"{_verdict(g['real_time_ratio'], g['bar'], False)}), dry run time "
         f"{g['dry_time_ratio']:.2f}×, the ceiling's time {_n(g['ceiling_time_ratio'])}×, the "
-        f"real run's PostgreSQL CPU {g['cpu_ratio']:.2f}×; the server's peak RSS at {large} is "
+        f"real run's PostgreSQL CPU {g['cpu_ratio']:.2f}× (the ceiling's "
+        f"{_n(g.get('ceiling_cpu_ratio'))}×); the server's peak RSS at {large} is "
         f"**{g['rss_ratio']:.2f}×** its {_size(g['rss_from'])} value (bar ≤ {RSS_BAR}: "
         f"{_verdict(g['rss_ratio'], RSS_BAR, False)})." + _misses_sentence(g["misses"]),
         "",
@@ -262,7 +302,8 @@ def _misses_sentence(misses: dict[int, float]) -> str:
 def _heading(s: dict) -> list[str]:
     data, machine = s["data"], s["machine"]
     return [
-        f"## {data['mix']} mix, {data['sessions']:,} sessions",
+        f"## {data['mix']} mix, {data['sessions']:,} sessions"
+        + (f", {server(s)}" if server(s) else ""),
         "",
         f"{s['date']}, commit {machine.get('commit', 'unknown')}; fsync {data['fsync']}, "
         f"synchronous_commit {data['synchronous_commit']}; {machine['cores']} cores, "
@@ -369,8 +410,10 @@ def _size_section(s: dict) -> list[str]:
         _cpu_row("engine real run", real, items),
         _cpu_row("engine dry run", dry, items),
         "",
-        f"shared_buffers is {data.get('shared_buffers', '?')} and work_mem "
-        f"{data.get('work_mem', '?')} (the embedded server's defaults); hits and misses count "
+        f"shared_buffers is {data.get('shared_buffers', '?')}, max_wal_size "
+        f"{data.get('max_wal_size', '1GB')} and work_mem {data.get('work_mem', '?')} "
+        + (f"({server(s)}, the rest stock)" if server(s) else "(the embedded server's defaults)")
+        + "; hits and misses count "
         "blocks of therapy_sessions, treatment_goals, users and their indexes.",
         "",
         f"The engine's real run spends **{_n(ratios['real_vs_ceiling_database_cpu'])}×** the "

@@ -322,7 +322,7 @@ async def _measure(
         "seed": options.seed,
         "repeats": options.repeats,
         "default_batch_size": DEFAULT_BATCH_SIZE,
-        "data": asdict(facts),
+        "data": asdict(facts) | {"server_settings": options.server_settings},
         "ceiling": best
         and {
             "seconds": round(best.seconds, 3),
@@ -417,7 +417,7 @@ def main() -> int:
             print(f"  {label:<48} {shown:>9}   bar {'>=' if higher else '<='} {bar:g}")
         dry_vs_real = result["ratios"]["dry_vs_real_time"]
         print(f"  {'dry run time / real run time':<48} {dry_vs_real:>9.2f}")
-        for line in report.growth_lines(saved, mix):
+        for line in report.growth_lines(saved, mix, report.server(result)):
             print(f"  {line}")
     print(f"\nwrote {page.relative_to(report.ROOT)} and {report.RESULTS.relative_to(report.ROOT)}")
     return 0

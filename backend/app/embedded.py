@@ -50,6 +50,9 @@ def start(
                 pgdata=pgdata,
                 user=server.system_user,
             )
+            # The handle must name the new postmaster: its cleanup at exit stops only a
+            # postmaster it sees running, and would delete the data under an unseen one.
+            server.ensure_postgres_running()
     return server.get_uri()
 
 

@@ -17,6 +17,7 @@ and BENCH_PG_SETTINGS (none: PostgreSQL's stock memory settings; a comma-separat
 import asyncio
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -69,12 +70,19 @@ class Options:
             extras=os.environ.get("BENCH_EXTRAS", "1") != "0",
             ceiling=os.environ.get("BENCH_CEILING", "1") != "0",
             quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
-            server_settings=dict(
-                item.split("=", 1)
-                for item in os.environ.get("BENCH_PG_SETTINGS", "").split(",")
-                if item.strip()
-            ),
+            server_settings=_server_settings(os.environ.get("BENCH_PG_SETTINGS", "")),
         )
+
+
+def _server_settings(text: str) -> dict[str, str]:
+    """Parse "shared_buffers=6GB, max_wal_size=8GB" into {name: value}."""
+    settings = {}
+    for item in filter(str.strip, text.split(",")):
+        name, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not re.fullmatch(r"[a-z_.]+", name) or not value or "'" in value:
+            raise SystemExit(f"BENCH_PG_SETTINGS: expected name=value, got {item.strip()!r}")
+        settings[name] = value
+    return settings
 
 
 def say(message: str) -> None:

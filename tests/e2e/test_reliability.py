@@ -224,7 +224,11 @@ async def _committed_sessions(url: str, job_id: str) -> int:
 
 
 async def test_a_server_crash_that_loses_committed_batches_ends_exact(own_server):
-    """Batches commit asynchronously: a crash may lose the last of them; they are redone."""
+    """Batches commit asynchronously: a crash may lose the last of them; they are redone.
+
+    Some sessions fail, exactly as many as max_errors allows: a failed session in a lost batch
+    that is redone still counts once toward it.
+    """
     # WAL waits in wal_buffers until the WAL writer writes it (or a synchronous commit flushes
     # it). With the writer frozen and the heartbeat's commits far apart, a crash now loses
     # batches that had committed, as an operating-system crash would.
@@ -235,7 +239,10 @@ async def test_a_server_crash_that_loses_committed_batches_ends_exact(own_server
     db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
     server = Server(url, HEARTBEAT_SECONDS="60", STALE_AFTER_SECONDS="180")
     try:
-        expected = await model_outcome(db)
+        failing = sorted({goal[2] for goal in (await model_outcome(db)).goals})[::40]
+        await helpers.fail_goal_inserts_for(db, failing)
+        expected = await model_outcome(db, fail_sessions=failing)
+        assert expected.stats["errors"] == len(failing)
         await db.dispose()
         await server.ready()
         # Frozen too: the background writer, which flushes WAL before it writes a data page.
@@ -243,7 +250,8 @@ async def test_a_server_crash_that_loses_committed_batches_ends_exact(own_server
             os.kill(writer, signal.SIGSTOP)
         started = await server.client.post(
             BASE,
-            params={"dry_run": "false", "batch_size": 5},  # no pause: pauses beat
+            # No pause: pauses beat.
+            params={"dry_run": "false", "batch_size": 5, "max_errors": len(failing)},
         )
         job_id = started.json()["id"]
         await until(
@@ -262,7 +270,7 @@ async def test_a_server_crash_that_loses_committed_batches_ends_exact(own_server
         server.signal(signal.SIGCONT)
 
         done = await ended(server, job_id, seconds=120)
-        assert done["status"] == "succeeded", done
+        assert done["status"] == "succeeded", (done["error"], done["stats"])
         assert done["stats"] == expected.stats
         db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
         assert await helpers.migrated_goals(db) == sorted(expected.goals)

@@ -68,7 +68,13 @@ class _Run:
     on_batch: Callable[[BatchEvent], None] | None
     report: bool
     reason: Stop | None = None
-    errors_this_run: int = 0
+    # Per partition, the failed sessions its committed batches added in this run, as the
+    # database holds them: a batch lost to a crash and redone counts once (max_errors).
+    errors: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def errors_this_run(self) -> int:
+        return sum(self.errors.values())
 
     def halt(self, reason: Stop) -> None:
         if self.reason is None:
@@ -314,9 +320,14 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
     """Walk one partition batch by batch until it is done or the run is told to stop."""
     job = run.job
     step = _migrate_batch if job["kind"] == "migrate" else _rollback_batch
-    # What this worker knows of its partition beyond the cursor: the findings and preview goals it
-    # kept, and the next batch's (lo, hi) when the last batch found it.
-    known = {"findings": part.findings_stored, "preview": part.preview_stored, "ahead": None}
+    # What this worker knows of its partition beyond the cursor: the findings, preview goals and
+    # failed sessions it counted, and the next batch's (lo, hi) when the last batch found it.
+    known = {
+        "findings": part.findings_stored,
+        "preview": part.preview_stored,
+        "errors": part.errors,
+        "ahead": None,
+    }
     cursor = part.cursor
     in_doubt = False  # after a failure, the database may hold more or less than we believe
     conn: AsyncConnection | None = None  # held from batch to batch; replaced after a failure
@@ -337,7 +348,10 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                         return _Batch(None, "running")
                     cursor = saved.cursor
                     known.update(
-                        findings=saved.findings_stored, preview=saved.preview_stored, ahead=None
+                        findings=saved.findings_stored,
+                        preview=saved.preview_stored,
+                        errors=saved.errors,
+                        ahead=None,
                     )
                 lo = part.range_start if cursor is None else partitions.after(cursor)
                 batch = await step(conn, run, part, lo, known)
@@ -358,8 +372,8 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed
             if batch.failed:
-                run.errors_this_run += len(batch.failed)
                 _log_failed(job["id"], batch.failed)
+            run.errors[part.number] = known["errors"] - part.errors
             if batch.cursor is not None and run.on_batch:
                 run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report))
             if batch.job_status == "cancelling":
@@ -436,6 +450,7 @@ async def _migrate_batch(
     )
     known["findings"] += result.findings_stored
     known["preview"] += result.preview_stored
+    known["errors"] += result.stats["errors"]
     if result.next_hi is not None:
         known["ahead"] = (partitions.after(hi), result.next_hi)
     return _Batch(hi, status, result.stats, result.report, result.failed_sessions)

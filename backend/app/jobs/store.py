@@ -87,6 +87,7 @@ class Partition:
     done: bool
     findings_stored: int
     preview_stored: int
+    errors: int
 
 
 async def _active_job(conn: AsyncConnection) -> ActiveJobExists:
@@ -280,8 +281,8 @@ async def set_total(conn: AsyncConnection, *, job_id: uuid.UUID, total: int) -> 
 
 
 _PARTITION_SELECT = (
-    "SELECT partition, range_start, range_end, cursor, done, findings_stored, preview_stored "
-    "FROM migration_job_partitions WHERE job_id = :job_id"
+    "SELECT partition, range_start, range_end, cursor, done, findings_stored, preview_stored, "
+    "errors FROM migration_job_partitions WHERE job_id = :job_id"
 )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.jobs import runner, store
+from app.jobs import queries, runner
 from app.jobs.engine import STAT_NAMES
 
 JSON_NULL = object()  # extracted_notes = 'null'::jsonb, as opposed to SQL NULL
@@ -83,7 +83,7 @@ async def run(db: AsyncEngine, settings: Settings, **params) -> dict:
 
 async def get(db: AsyncEngine, job_id: uuid.UUID) -> dict:
     async with db.connect() as conn:
-        return await store.get_job(conn, job_id=job_id)
+        return await queries.get_job(conn, job_id=job_id)
 
 
 def stats(job: dict) -> dict:

@@ -15,9 +15,10 @@ from sqlalchemy.exc import DBAPIError
 from app import admin_page, http_errors
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
-from app.jobs import preflight, retention, store
+from app.jobs import retention, store
 from app.jobs.runner import JobRunner, recover_stale
 from app.routers import health, migrations
+from app.schema import preflight
 
 log = logging.getLogger("app")
 

@@ -94,7 +94,7 @@ class Job(BaseModel):
 
     @classmethod
     def from_row(cls, row: dict, *, stale_after_seconds: float = 30.0) -> "Job":
-        """Build the public job object from store.get_job's row."""
+        """Build the public job object from queries.get_job's row."""
         running = row["status"] in RUNNING_STATUSES
         total = row["sessions_total"]
         if row["kind"] == "migrate":

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from app import demo
-from app.jobs import runner, store
+from app.jobs import queries, runner, store
 from tests import helpers, model
 from tests.api.conftest import BASE, TERMINAL, open_client, wait_for
 from tests.expected import Rows, from_rows, model_outcome, read_rows
@@ -360,7 +360,7 @@ async def test_stale_jobs_are_marked_interrupted_at_start_up(settings, db, datab
         job = await helpers.get(db, stale_id)
         assert job["status"] == "interrupted" and "no heartbeat" in job["error"]
         async with db.connect() as conn:
-            trail = await store.list_audit(conn, job_id=stale_id)
+            trail = await queries.list_audit(conn, job_id=stale_id)
         assert [(a["actor"], a["action"]) for a in trail] == [
             ("test", "start"), ("system", "interrupted"),
         ]  # fmt: skip

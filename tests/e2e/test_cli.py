@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from app import demo
 from app.cli import backup
-from app.jobs import runner, store
+from app.jobs import queries, runner
 from tests import helpers, model
 from tests.conftest import BACKEND, drop_database, new_database
 from tests.expected import from_rows, model_outcome, read_rows
@@ -100,7 +100,7 @@ async def latest_job(db) -> dict:
         job_id = (
             await conn.execute(text("SELECT id FROM migration_jobs ORDER BY created_at DESC"))
         ).first()[0]
-        return await store.get_job(conn, job_id=job_id)
+        return await queries.get_job(conn, job_id=job_id)
 
 
 def _one_problem(run: Run) -> str:

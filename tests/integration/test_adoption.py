@@ -17,8 +17,7 @@ from alembic.util import CommandError
 
 from app.config import load_settings
 from app.db import create_engine
-from app.jobs import preflight
-from app.schema import version
+from app.schema import preflight, version
 from tests import helpers, model
 from tests.conftest import SECRET, alembic_config, drop_database, new_database
 

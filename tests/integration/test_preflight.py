@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from app import demo
 from app.config import load_settings
 from app.db import create_engine
-from app.jobs import preflight
+from app.schema import preflight
 from tests.conftest import SECRET, drop_database, new_database
 from tests.integration.test_adoption import PLATFORM_SQL
 

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli import common, output
 from app.config import Settings
-from app.jobs import preflight
+from app.schema import preflight
 
 _LABELS = {"ok": "ok", "warning": "warning", "problem": "PROBLEM"}
 

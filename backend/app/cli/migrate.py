@@ -28,7 +28,7 @@ from app.cli import check, common, output
 from app.cli.common import CliError
 from app.config import Settings
 from app.db import create_engine
-from app.jobs import errors, retention, runner, store
+from app.jobs import errors, queries, retention, runner, store
 from app.jobs import verify as verify_numbers
 
 DEFAULT_BATCH_SIZE = 1000
@@ -77,7 +77,7 @@ async def resolve(conn: AsyncConnection, ref: str) -> uuid.UUID:
     with contextlib.suppress(ValueError):
         return uuid.UUID(ref)
     prefix = _job_ref(ref)  # parsed already: lower-case hex digits and dashes only
-    found = await store.job_ids_starting_with(conn, prefix=prefix)
+    found = await queries.job_ids_starting_with(conn, prefix=prefix)
     if not found:
         raise CliError(f"no job id starts with {prefix!r}")
     if len(found) > 1:
@@ -254,7 +254,7 @@ class Command:
         async with db.connect() as conn:
             if args.resume:
                 self.target = await resolve(conn, args.resume)
-                job = await store.get_job(conn, job_id=self.target)
+                job = await queries.get_job(conn, job_id=self.target)
                 if job is None:
                     raise CliError(f"no job with id {self.target}")
                 if job["dry_run"]:
@@ -344,13 +344,13 @@ class Command:
             raise CliError(f"cannot {verb} job {self.target}: {exc}") from None
         self.job_id = job_id
         async with db.connect() as conn:
-            return await store.get_job(conn, job_id=job_id), token
+            return await queries.get_job(conn, job_id=job_id), token
 
     async def _active_job_error(self, db: AsyncEngine, active: uuid.UUID | None) -> CliError:
         about = ""
         if active is not None:
             async with db.connect() as conn:
-                other = await store.get_job(conn, job_id=active)
+                other = await queries.get_job(conn, job_id=active)
             if other is not None:
                 kind = other["kind"] + (" dry run" if other["dry_run"] else "")
                 about = f" ({kind}, {other['status']}, requested by {other['requested_by']})"
@@ -424,7 +424,7 @@ class Command:
         if progress is not None:
             progress.last()
         async with db.connect() as conn:
-            final = await store.get_job(conn, job_id=job["id"])
+            final = await queries.get_job(conn, job_id=job["id"])
         code = exit_code(final, status, interrupted=self.interrupts > 0)
         if self.args.json:
             document = {
@@ -480,13 +480,15 @@ class Command:
             if self.args.list:
                 # As the API does before every read: a job whose process is gone shows as such.
                 await runner.recover_stale(conn, settings)
-                return self._show_list(await store.list_jobs(conn, limit=self.args.list, offset=0))
+                return self._show_list(
+                    await queries.list_jobs(conn, limit=self.args.list, offset=0)
+                )
             job_id = self.job_id = await resolve(conn, self.args.status or self.args.cancel)
             if self.args.cancel:
                 # No stale recovery first: a job whose process is gone is cancelled at once.
                 return await self._cancel(conn, settings, job_id)
             await runner.recover_stale(conn, settings)
-            job = await store.get_job(conn, job_id=job_id)
+            job = await queries.get_job(conn, job_id=job_id)
         if job is None:
             raise CliError(f"no job with id {job_id}")
         return self._show_job(job, output.job_details(job))
@@ -499,12 +501,12 @@ class Command:
         except store.JobNotFound:
             raise CliError(f"no job with id {job_id}") from None
         except store.JobStateError:
-            job = await store.get_job(conn, job_id=job_id)
+            job = await queries.get_job(conn, job_id=job_id)
             raise CliError(
                 f"cannot cancel job {job_id}: it is {output.status_text(job)}, "
                 "not queued or running"
             ) from None
-        job = await store.get_job(conn, job_id=job_id)
+        job = await queries.get_job(conn, job_id=job_id)
         return self._show_job(job, output.cancel_lines(job, status))
 
     def _show_list(self, jobs: list[dict]) -> int:

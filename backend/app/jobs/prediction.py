@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.jobs import store
+from app.jobs import queries, store
 from app.jobs.engine import STAT_NAMES
 
 
@@ -63,7 +63,7 @@ async def annotate(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[di
     )
     dry_runs = {}
     for dry_id in set(sources.values()):
-        dry_runs[dry_id] = await store.get_job(conn, job_id=dry_id)
+        dry_runs[dry_id] = await queries.get_job(conn, job_id=dry_id)
     annotated = []
     for row in rows:
         dry = dry_runs.get(sources.get(row["id"]))

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
-from app.jobs import engine, errors, partitions, rollback, store
+from app.jobs import engine, errors, partitions, queries, rollback, store
 
 log = logging.getLogger("app.jobs")
 
@@ -135,7 +135,7 @@ async def run_job(
         for task in helpers:
             task.cancel()
     async with db.connect() as conn:
-        final = await store.get_job(conn, job_id=job_id)
+        final = await queries.get_job(conn, job_id=job_id)
     counts = ", ".join(f"{n}={final[n]}" for n in store.COUNTERS if final[n])
     log.info("job %s ended: %s (%s)", job_id, status, counts or "nothing to do")
     return status

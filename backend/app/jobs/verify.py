@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.jobs import store
+from app.jobs import queries
 from app.models.therapy_session import CANDIDATE_PREDICATE
 
 # The guide sums jsonb_array_length(), which fails on a non-array action_items; the engine
@@ -33,7 +33,7 @@ SELECT
 async def report(conn: AsyncConnection) -> dict[str, Any]:
     """The numbers the API's /verify and the CLI's --verify show, with a sentence on them."""
     numbers = dict((await conn.execute(text(_NUMBERS_SQL))).mappings().one())
-    run = await store.judged_real_run(conn)
+    run = await queries.judged_real_run(conn)
     result = {
         **numbers,
         "last_real_run_id": run["id"] if run else None,

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import http_errors, schemas
-from app.jobs import preflight
+from app.schema import preflight
 
 router = APIRouter(tags=["operations"])
 

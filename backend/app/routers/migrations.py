@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schemas
 from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, reject_unknown_input, require_admin
-from app.jobs import engine, prediction, preflight, store
+from app.jobs import engine, prediction, queries, store
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
+from app.schema import preflight
 
 router = APIRouter(
     prefix="/admin/migrations/goals",
@@ -96,7 +97,7 @@ async def _require_ready(conn: AsyncConnection) -> None:
 async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
     async with conn.begin():
         await recover_stale(conn, settings)
-        row = await store.get_job(conn, job_id=job_id)
+        row = await queries.get_job(conn, job_id=job_id)
         rows = await prediction.annotate(conn, [row] if row else [])
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
@@ -163,9 +164,9 @@ async def list_jobs(
 ):
     async with conn.begin():
         await recover_stale(conn, settings)
-        rows = await store.list_jobs(conn, limit=limit, offset=offset, status=status, kind=kind)
+        rows = await queries.list_jobs(conn, limit=limit, offset=offset, status=status, kind=kind)
         rows = await prediction.annotate(conn, rows)
-        total = await store.count_jobs(conn, status=status, kind=kind)
+        total = await queries.count_jobs(conn, status=status, kind=kind)
     stale_after = settings.stale_after_seconds
     return schemas.JobList(
         items=[schemas.Job.from_row(r, stale_after_seconds=stale_after) for r in rows],
@@ -211,10 +212,10 @@ async def list_issues(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     await _job(conn, settings, job_id)
-    items, total = await store.list_findings(
+    items, total = await queries.list_findings(
         conn, job_id=job_id, kind=kind, limit=limit, offset=offset
     )
-    counts = await store.count_findings_by_reason(conn, job_id=job_id, kind=kind)
+    counts = await queries.count_findings_by_reason(conn, job_id=job_id, kind=kind)
     return schemas.FindingList(items=items, total=total, counts=counts)
 
 
@@ -231,7 +232,7 @@ async def preview(
     limit: Annotated[int, Query(ge=1, le=engine.PREVIEW_CAP)] = engine.PREVIEW_CAP,
 ):
     await _job(conn, settings, job_id)
-    return schemas.PreviewList(items=await store.list_preview(conn, job_id=job_id, limit=limit))
+    return schemas.PreviewList(items=await queries.list_preview(conn, job_id=job_id, limit=limit))
 
 
 @router.get(
@@ -242,7 +243,7 @@ async def preview(
 )
 async def audit(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
     await _job(conn, settings, job_id)
-    return schemas.AuditList(items=await store.list_audit(conn, job_id=job_id))
+    return schemas.AuditList(items=await queries.list_audit(conn, job_id=job_id))
 
 
 @router.post(

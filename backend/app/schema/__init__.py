@@ -11,5 +11,5 @@
 
 install() does both, in that order, for `make run`, the tests and new installs. On the
 platform's real database only the migrations run (`alembic upgrade head`), after the
-read-only preflight (app.jobs.preflight).
+read-only preflight (app.schema.preflight).
 """

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.config import ConfigError, load_settings, normalize_database_url
 from app.db import alembic_config
-from app.jobs import preflight
+from app.schema import preflight
 from app.schema.platform import CREATE_SQL, PLATFORM_TABLES
 
 # Two processes bootstrapping one empty database at once (say, two replicas) take turns.

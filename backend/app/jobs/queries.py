@@ -1,0 +1,181 @@
+"""The read side of the job table: jobs with their counters, findings, previews, audit trails.
+
+What the routers, the command line and verification read; nothing here writes. The life cycle
+and its fencing live in store.py.
+"""
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.jobs.store import COUNTERS
+
+_JOB_SELECT = f"""
+SELECT j.*,
+       greatest(extract(epoch FROM clock_timestamp() - j.run_started_at), 0) AS run_seconds,
+       greatest(extract(epoch FROM clock_timestamp() - j.heartbeat_at), 0)::float
+           AS heartbeat_age_seconds,
+       {", ".join(f"coalesce(sum(p.{n}), 0)::bigint AS {n}" for n in COUNTERS)}
+FROM migration_jobs AS j
+LEFT JOIN migration_job_partitions AS p ON p.job_id = j.id
+"""
+
+
+async def get_job(conn: AsyncConnection, *, job_id: uuid.UUID) -> dict | None:
+    """One job with its partitions' counters summed."""
+    row = (
+        (
+            await conn.execute(
+                text(_JOB_SELECT + " WHERE j.id = :job_id GROUP BY j.id"), {"job_id": job_id}
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+def _job_filter(status: str | None, kind: str | None) -> str:
+    where = [f"j.{name} = :{name}" for name, value in (("status", status), ("kind", kind)) if value]
+    return (" WHERE " + " AND ".join(where)) if where else ""
+
+
+async def list_jobs(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    kind: str | None = None,
+) -> list[dict]:
+    """Jobs, newest first, optionally of one status and kind."""
+    rows = await conn.execute(
+        text(
+            _JOB_SELECT
+            + _job_filter(status, kind)
+            + " GROUP BY j.id ORDER BY j.created_at DESC, j.id LIMIT :limit OFFSET :offset"
+        ),
+        {"limit": limit, "offset": offset, "status": status, "kind": kind},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def count_jobs(
+    conn: AsyncConnection, *, status: str | None = None, kind: str | None = None
+) -> int:
+    """How many jobs list_jobs would page through."""
+    return (
+        await conn.execute(
+            text("SELECT count(*) FROM migration_jobs AS j" + _job_filter(status, kind)),
+            {"status": status, "kind": kind},
+        )
+    ).scalar_one()
+
+
+async def judged_real_run(conn: AsyncConnection) -> dict | None:
+    """The run verification judges: the newest succeeded real migration never rolled back.
+
+    With its item reconciliation and how many of the goals it created are still there.
+    """
+    row = (
+        (
+            await conn.execute(
+                text(
+                    "SELECT j.id, "
+                    "  sum(p.goals_created)::bigint AS goals_created, "
+                    "  sum(p.goals_created + p.goals_skipped_duplicate + p.goals_skipped_invalid"
+                    "      + p.items_in_failed_sessions)::bigint AS accounted, "
+                    "  sum(p.items_in_failed_sessions)::bigint AS items_in_failed_sessions, "
+                    "  sum(p.errors)::bigint AS errors, "
+                    "  (SELECT count(*) FROM treatment_goals AS g WHERE g.source_job_id = j.id)"
+                    "      AS goals_present "
+                    "FROM migration_jobs AS j "
+                    "JOIN migration_job_partitions AS p ON p.job_id = j.id "
+                    "WHERE j.kind = 'migrate' AND NOT j.dry_run AND j.status = 'succeeded' "
+                    "  AND NOT EXISTS (SELECT 1 FROM migration_jobs AS r "
+                    "                  WHERE j.id = ANY(r.target_job_ids) AND NOT r.dry_run) "
+                    "GROUP BY j.id ORDER BY j.finished_at DESC LIMIT 1"
+                )
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def list_findings(
+    conn: AsyncConnection, *, job_id: uuid.UUID, kind: str | None, limit: int, offset: int
+) -> tuple[list[dict], int]:
+    """A page of a job's recorded findings, and how many it recorded in all."""
+    where = "job_id = :job_id" + (" AND kind = :kind" if kind else "")
+    params = {"job_id": job_id, "kind": kind, "limit": limit, "offset": offset}
+    rows = await conn.execute(
+        text(
+            "SELECT session_id, item_index, kind, reason FROM migration_findings "
+            f"WHERE {where} ORDER BY id LIMIT :limit OFFSET :offset"
+        ),
+        params,
+    )
+    total = (
+        await conn.execute(text(f"SELECT count(*) FROM migration_findings WHERE {where}"), params)
+    ).scalar_one()
+    return [dict(r) for r in rows.mappings()], total
+
+
+async def count_findings_by_reason(
+    conn: AsyncConnection, *, job_id: uuid.UUID, kind: str | None
+) -> dict[str, int]:
+    """How many recorded findings of a job there are per reason, most frequent first."""
+    where = "job_id = :job_id" + (" AND kind = :kind" if kind else "")
+    rows = await conn.execute(
+        text(
+            f"SELECT reason, count(*) FROM migration_findings WHERE {where} "
+            "GROUP BY reason ORDER BY count(*) DESC, reason"
+        ),
+        {"job_id": job_id, "kind": kind},
+    )
+    return {reason: n for reason, n in rows}
+
+
+async def list_preview(conn: AsyncConnection, *, job_id: uuid.UUID, limit: int) -> list[dict]:
+    """The first goals a dry run would create."""
+    rows = await conn.execute(
+        text(
+            "SELECT session_id, patient_id, description, category, created_at "
+            "FROM migration_previews WHERE job_id = :job_id "
+            "ORDER BY patient_id, created_at, session_id, item_index LIMIT :limit"
+        ),
+        {"job_id": job_id, "limit": limit},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def list_audit(conn: AsyncConnection, *, job_id: uuid.UUID) -> list[dict]:
+    """The job's audit trail, oldest first."""
+    rows = await conn.execute(
+        text(
+            "SELECT at, actor, action, details FROM migration_audit "
+            "WHERE job_id = :job_id ORDER BY id"
+        ),
+        {"job_id": job_id},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def job_ids_starting_with(
+    conn: AsyncConnection, *, prefix: str, limit: int = 4
+) -> list[uuid.UUID]:
+    """Up to `limit` ids of jobs whose id starts with `prefix` (dashes ignored), newest first.
+
+    The caller passes only hex digits and dashes, so the pattern holds no LIKE wildcards.
+    """
+    rows = await conn.execute(
+        text(
+            "SELECT id FROM migration_jobs WHERE replace(id::text, '-', '') LIKE :pattern "
+            "ORDER BY created_at DESC, id LIMIT :limit"
+        ),
+        {"pattern": prefix.replace("-", "").lower() + "%", "limit": limit},
+    )
+    return list(rows.scalars())

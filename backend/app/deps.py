@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import security
 from app.config import Settings
@@ -15,6 +15,11 @@ from app.jobs.runner import JobRunner
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    """The app's engine, for work that runs on several connections at once (verify)."""
+    return request.app.state.db
 
 
 def get_runner(request: Request) -> JobRunner:
@@ -29,6 +34,7 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 
 # auto_error=False: we answer 401 with WWW-Authenticate ourselves, for every failure alike.

@@ -1,8 +1,9 @@
 """Database failures as HTTP answers: 503 with a clear message, never a traceback.
 
-    unreachable   the server is down, restarting, refusing or out of connections, or a
-                  connection broke mid-request (what app.jobs.errors calls transient, plus
-                  SQLSTATE classes 53, 28 and 3D: too many connections, login, no database)
+    unreachable   the server is down, restarting, refusing or out of connections (also a
+                  database with ALLOW_CONNECTIONS false: 55000 at connect), or a connection
+                  broke mid-request (what app.jobs.errors calls transient, plus SQLSTATE
+                  classes 53, 28 and 3D: out of resources, login, no database)
     busy          a lock or statement timeout, deadlock or serialization failure: try again
     not migrated  a table or column the service needs is missing (42P01, 42703)
 
@@ -46,7 +47,11 @@ def classify(exc: BaseException) -> str | None:
         return NOT_MIGRATED
     if state.startswith(_BUSY_STATES):
         return BUSY
-    if state.startswith(_UNREACHABLE_STATES) or errors.classify(exc) is errors.Kind.TRANSIENT:
+    if (
+        state.startswith(_UNREACHABLE_STATES)
+        or errors.refusing_connections(exc)
+        or errors.classify(exc) is errors.Kind.TRANSIENT
+    ):
         return UNREACHABLE
     # asyncpg's own connection errors, should one reach us unwrapped; its client-side
     # DataError is also a ValueError: a value it could not encode, our bug, not an outage.

@@ -173,15 +173,25 @@ class ValidationIssue(BaseModel):
 
 
 class ValidationProblem(BaseModel):
-    """422: what was wrong with the request, parameter by parameter (or in one sentence)."""
+    """422: what was wrong with the request, parameter by parameter."""
 
-    detail: list[ValidationIssue] | str
+    detail: list[ValidationIssue]
 
 
 class Problem(BaseModel):
     """An error in one sentence (401, 403, 404, 503, and 409 for a job's state)."""
 
     detail: str
+
+
+class LaterRunsConflict(BaseModel):
+    """409: later real runs counted the targets' goals as duplicates: a rollback strands them."""
+
+    detail: str = Field(description="What would happen, and the two ways out")
+    later_job_ids: list[uuid.UUID] = Field(
+        description="The later runs: roll them back together with the targets (jobs=…), or "
+        "roll back with keep_later_runs=true and run a migration again afterwards"
+    )
 
 
 class PreflightCheck(BaseModel):
@@ -249,13 +259,38 @@ class AuditList(BaseModel):
     items: list[AuditEntry]
 
 
+class DuplicatePair(BaseModel):
+    """A migrated goal and a clinician's goal with the same patient and description."""
+
+    patient_id: uuid.UUID
+    migrated_goal_id: uuid.UUID
+    other_goal_id: uuid.UUID
+
+
 class Verification(BaseModel):
     sessions_with_action_items: int = Field(description="Candidate sessions (action_items set)")
     total_action_items: int = Field(description="Items in JSONB; a non-array counts as one")
     goals_total: int
     goals_from_migrations: int
+    all_items_accounted: bool = Field(
+        description="The verdict, on the data: a real run now would create no goal (every item "
+        "is a goal, a duplicate or invalid)"
+    )
+    goals_missing: int = Field(description="Goals a real run now would create")
+    sessions_missing_goals: int = Field(description="Sessions those goals come from")
+    patients_missing_goals: int = Field(description="Patients those goals are for")
+    missing_session_ids: list[uuid.UUID] = Field(
+        description="The first few of those sessions, in processing order"
+    )
+    fix: str | None = Field(description="What creates the missing goals; null when none is")
+    duplicate_pairs: int = Field(
+        description="Migrated goals with a clinician's goal of the same patient and description "
+        "(written while their batch ran: docs/RELIABILITY.md)"
+    )
+    duplicate_pair_examples: list[DuplicatePair]
     last_real_run_id: uuid.UUID | None = Field(
-        description="The run judged: the newest succeeded real migration never rolled back"
+        description="The run whose counters are checked: the newest succeeded real migration "
+        "never rolled back"
     )
     last_real_run_accounted: int | None = Field(
         description="created + duplicate + invalid + items in failed sessions of that run"
@@ -264,6 +299,9 @@ class Verification(BaseModel):
     last_real_run_goals_missing: int | None = Field(
         description="Goals that run created which are no longer in treatment_goals"
     )
-    all_items_accounted: bool
+    counters_agree: bool | None = Field(
+        description="The second, cheaper check: that run's counters account for every item in "
+        "JSONB and its goals are all there; null when no run is judged"
+    )
     summary: str = Field(description="The verdict in one or more plain sentences")
     checked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

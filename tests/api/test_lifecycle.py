@@ -236,7 +236,14 @@ async def test_cancelling_a_job_whose_process_is_gone_cancels_it_at_once(db, set
     async with db.begin() as conn:
         with pytest.raises(store.LeaseLost):
             await store.save_progress(
-                conn, job_id=job_id, partition=0, token=token, cursor=None, done=True, stats={}
+                conn,
+                job_id=job_id,
+                partition=0,
+                token=token,
+                started_from=None,
+                cursor=None,
+                done=True,
+                stats={},
             )
 
 

@@ -84,7 +84,11 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
     target = (await client.get(f"{BASE}/{job['id']}")).json()
     assert target["rolled_back_by"] is None
 
-    plain = await _rollback(client, job["id"], batch_size=7)
+    # The second run counted this job's goals as duplicates: rolling back alone is refused
+    # unless the admin says a migration will run again afterwards (tests/api/test_verify.py).
+    refused = await client.post(f"{BASE}/{job['id']}/rollback", params={"dry_run": "false"})
+    assert refused.status_code == 409 and refused.json()["later_job_ids"] == [second["id"]]
+    plain = await _rollback(client, job["id"], batch_size=7, keep_later_runs="true")
     assert plain["status"] == "succeeded"
     assert plain["stats"] == {"goals_deleted": created - 2, "goals_kept_modified": 2}
     assert plain["progress"]["goals_total"] == created
@@ -101,9 +105,9 @@ async def test_rollback_spares_edited_goals_and_other_jobs(client, db, database_
         ("start", None), ("rollback", dry["id"]), ("rollback", plain["id"]),
     ]  # fmt: skip
 
-    again = await _rollback(client, job["id"])
+    again = await _rollback(client, job["id"], keep_later_runs="true")
     assert again["stats"] == {"goals_deleted": 0, "goals_kept_modified": 2}
-    forced = await _rollback(client, job["id"], force="true")
+    forced = await _rollback(client, job["id"], force="true", keep_later_runs="true")
     assert forced["stats"] == {"goals_deleted": 2, "goals_kept_modified": 0}
     assert await _goals_of(db, job["id"]) == 0
     assert await _goals_of(db, second["id"]) == 1

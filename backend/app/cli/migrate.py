@@ -72,6 +72,14 @@ def _job_ref(value: str) -> str:
     return prefix
 
 
+def _job_refs(value: str) -> list[str]:
+    """One or more job ids (or starts of ids), comma-separated."""
+    refs = [_job_ref(part) for part in value.split(",") if part.strip()]
+    if not refs:
+        raise argparse.ArgumentTypeError(f"not a job id or the start of one: {value!r}")
+    return list(dict.fromkeys(refs))
+
+
 async def resolve(conn: AsyncConnection, ref: str) -> uuid.UUID:
     """The job id that a whole id or a unique start of one names; CliError in one line."""
     with contextlib.suppress(ValueError):
@@ -106,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument(
         "--rollback",
-        metavar="JOB_ID",
-        type=_job_ref,
-        help="delete the goals this migration job created, keeping goals changed since",
+        metavar="JOB_ID[,JOB_ID...]",
+        type=_job_refs,
+        help="delete the goals these migration jobs created, keeping goals changed since",
     )
     mode.add_argument(
         "--verify", action="store_true", help="print the guide's verification numbers"
@@ -154,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --rollback: delete changed goals too"
     )
     parser.add_argument(
+        "--keep-later-runs",
+        action="store_true",
+        help="with --rollback: roll back although later runs counted these goals as "
+        "duplicates; run a migration again afterwards to create the goals they skipped",
+    )
+    parser.add_argument(
         "--yes",
         action="store_true",
         help="do not ask before a real run or rollback (there is no question when stdin "
@@ -170,6 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.force and not args.rollback:
         parser.error("--force only applies to --rollback")
+    if args.keep_later_runs and not args.rollback:
+        parser.error("--keep-later-runs only applies to --rollback")
     if args.resume and (args.dry_run or args.batch_size):
         parser.error("--resume continues a job with its own settings: drop --dry-run/--batch-size")
     for verb in VERBS:
@@ -204,6 +220,7 @@ class Command:
         self.run_task: asyncio.Task | None = None
         self.job_id: uuid.UUID | None = None
         self.target: uuid.UUID | None = None  # the job --resume or --rollback names
+        self.targets: list[uuid.UUID] = []  # every job --rollback names
         self.database = ""
 
     def fail(self, exc: CliError) -> int:
@@ -262,19 +279,25 @@ class Command:
                 what = "migration" if job["kind"] == "migrate" else "rollback"
                 return f"Resume job {self.target}, a real {what}, {where}?"
             if args.rollback:
-                self.target = await resolve(conn, args.rollback)
+                self.targets = [await resolve(conn, ref) for ref in args.rollback]
+                self.target = self.targets[0]
                 try:
                     # Its lease revocation rolls back with this connection; create_job redoes it.
-                    await store.check_rollback_target(conn, job_id=self.target)
-                except store.JobNotFound:
-                    raise CliError(f"no job with id {self.target}") from None
+                    await store.check_rollback_targets(
+                        conn,
+                        targets=self.targets,
+                        dry_run=args.dry_run,
+                        keep_later_runs=args.keep_later_runs,
+                    )
+                except store.JobNotFound as exc:
+                    raise CliError(f"no job with id {exc.args[0]}") from None
                 except store.JobStateError as exc:
-                    raise CliError(f"cannot roll back job {self.target}: {exc}") from None
+                    raise CliError(f"cannot roll back {self._targets_named()}: {exc}") from None
                 if args.dry_run:
                     return None
                 kept = "changed ones too (--force)" if args.force else "keeping those changed since"
                 return (
-                    f"Delete the goals job {self.target} created, {kept}, {where}? "
+                    f"Delete the goals {self._targets_named()} created, {kept}, {where}? "
                     "(preview: add --dry-run)"
                 )
         if args.dry_run:
@@ -308,6 +331,11 @@ class Command:
             common.say("Abandoning the batch in flight; it rolls back.")
             self.run_task.cancel()
 
+    def _targets_named(self) -> str:
+        """'job ID' or 'jobs ID, ID' for the jobs --rollback names."""
+        ids = ", ".join(map(str, self.targets))
+        return f"job {ids}" if len(self.targets) == 1 else f"jobs {ids}"
+
     async def start(self, db: AsyncEngine, settings: Settings) -> tuple[dict, uuid.UUID]:
         """Create (or re-queue) the job; return its row and this run's token."""
         args = self.args
@@ -320,8 +348,9 @@ class Command:
                     db,
                     settings,
                     kind="rollback",
-                    targets=[self.target],
+                    targets=self.targets,
                     force=args.force,
+                    **({"keep_later_runs": True} if args.keep_later_runs else {}),
                     dry_run=args.dry_run,
                     batch_size=args.batch_size,
                     requested_by=ACTOR,
@@ -340,8 +369,10 @@ class Command:
         except store.JobNotFound:
             raise CliError(f"no job with id {self.target}") from None
         except store.JobStateError as exc:
-            verb = "resume" if args.resume else "roll back"
-            raise CliError(f"cannot {verb} job {self.target}: {exc}") from None
+            what = (
+                f"resume job {self.target}" if args.resume else f"roll back {self._targets_named()}"
+            )
+            raise CliError(f"cannot {what}: {exc}") from None
         self.job_id = job_id
         async with db.connect() as conn:
             return await queries.get_job(conn, job_id=job_id), token
@@ -453,10 +484,10 @@ class Command:
         recorded = await runner.abandon(db, job_id=job_id, token=token, error=error)
         return "interrupted" if recorded else None
 
-    async def verify(self, db: AsyncEngine) -> int:
-        """The guide's verification numbers, as the API's /verify computes them."""
-        async with db.connect() as conn:
-            result = schemas.Verification(**await verify_numbers.report(conn))
+    async def verify(self, db: AsyncEngine, settings: Settings) -> int:
+        """Verification on the data, with the guide's numbers, as the API's /verify gives it."""
+        report = await verify_numbers.report(db, partition_count=settings.job_partitions)
+        result = schemas.Verification(**report)
         code = common.EXIT_OK if result.all_items_accounted else common.EXIT_FAILED
         if self.args.json:
             document = {
@@ -475,7 +506,7 @@ class Command:
             return await check.run(db, settings, self.console, as_json=self.args.json)
         await common.preflight(db, settings)
         if self.args.verify:
-            return await self.verify(db)
+            return await self.verify(db, settings)
         async with db.begin() as conn:
             if self.args.list:
                 # As the API does before every read: a job whose process is gone shows as such.

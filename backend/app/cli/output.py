@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -187,19 +188,28 @@ def verification_block(numbers: dict[str, Any], database: str | None = None) -> 
         ("Total Action Items (JSONB)", numbers["total_action_items"]),
         ("Goals in treatment_goals", numbers["goals_total"]),
         ("Goals Created by Migrations", numbers["goals_from_migrations"]),
-        ("Last Successful Migration", last or "none"),
+        ("Goals Missing (a real run now would create)", numbers["goals_missing"]),
     ]
+    if numbers["goals_missing"]:
+        pairs += [
+            ("  for Sessions / Patients", f"{numbers['sessions_missing_goals']} / "
+             f"{numbers['patients_missing_goals']}"),
+            ("  e.g. Session", ", ".join(map(str, numbers["missing_session_ids"]))),
+        ]  # fmt: skip
+    if numbers["duplicate_pairs"]:
+        pairs.append(("Migrated Goals Beside a Clinician's Twin", numbers["duplicate_pairs"]))
+    pairs.append(("Last Successful Migration", last or "none"))
     if last is not None:
-        pairs.append(
-            (
-                "Items It Accounted For (created + duplicate + invalid)",
-                numbers["last_real_run_accounted"],
-            )
-        )
+        pairs += [
+            ("Items It Accounted For (created + duplicate + invalid)",
+             numbers["last_real_run_accounted"]),
+            ("Its Counters Agree With the Data", "Yes" if numbers["counters_agree"] else "No"),
+        ]  # fmt: skip
     pairs.append(
         ("All Action Items Accounted For", "Yes" if numbers["all_items_accounted"] else "No")
     )
-    return _rows("GOAL MIGRATION VERIFICATION", pairs, None)
+    lines = _rows("GOAL MIGRATION VERIFICATION", pairs, None)
+    return [*lines, *textwrap.wrap(numbers["summary"], width=len(RULE))]
 
 
 def outcome_lines(job: dict[str, Any], status: str | None) -> list[str]:

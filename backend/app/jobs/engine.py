@@ -262,6 +262,46 @@ def batch_sql(
     return "WITH " + ",\n".join(ctes) + "\nSELECT" + columns + "\n"
 
 
+# Verification: the goals a real run over patients lo..hi would create now, read-only. The
+# same rules as a batch (the CTEs above), so "nothing missing" means exactly "a real run now
+# would create nothing"; the first few session ids, in processing order, let an operator look.
+_MISSING_SQL = f"""WITH {_BATCH}
+),
+{_ELEMENTS},
+{_ITEMS},
+{_GOALS},
+{_FIRSTS},
+{_NEW_GOALS}
+SELECT count(*) AS goals,
+       count(DISTINCT session_id) AS sessions,
+       count(DISTINCT patient_id) AS patients,
+       (array_agg(session_id ORDER BY patient_id, session_date, session_id))[1:5] AS examples
+FROM new_goals
+"""
+
+
+@dataclass
+class Missing:
+    """Goals a real run would create now: how many, for how many sessions and patients."""
+
+    goals: int = 0
+    sessions: int = 0
+    patients: int = 0
+    examples: list[uuid.UUID] = field(default_factory=list)
+
+    def add(self, other: "Missing", keep: int = 5) -> None:
+        self.goals += other.goals
+        self.sessions += other.sessions  # batches hold whole patients, so these add up
+        self.patients += other.patients
+        self.examples = (self.examples + other.examples)[:keep]
+
+
+async def missing_goals(conn: AsyncConnection, *, lo: uuid.UUID, hi: uuid.UUID) -> Missing:
+    """What a real run over patients lo..hi would create now (nothing is written)."""
+    row = (await conn.execute(text(_MISSING_SQL), {"lo": lo, "hi": hi})).one()
+    return Missing(row.goals, row.sessions, row.patients, list(row.examples or []))
+
+
 @dataclass
 class BatchResult:
     """What one batch did: statistic deltas, findings kept, and (verbose) item outcomes."""

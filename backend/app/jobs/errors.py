@@ -4,8 +4,10 @@ Every error a batch can meet falls in one of three kinds:
 
     SESSION    the data of one session is at fault (a data exception, a constraint, a trigger
                raising): replay the batch per session and isolate the failing ones
-    TRANSIENT  the database was busy or briefly gone (serialization failure, deadlock, lock or
-               statement timeout, lost connection, server restarting): retry the whole batch
+    TRANSIENT  the database was busy, full or briefly gone (serialization failure, deadlock,
+               lock or statement timeout, lost connection, server restarting or refusing
+               connections, out of connections, memory or disk, our pool exhausted): retry
+               the whole batch with backoff
     FATAL      nothing a retry or a replay can fix (schema missing, permissions, a bug): end the
                job with a message that says what to do; it can be resumed once that is done
 
@@ -18,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 class Kind(enum.Enum):
@@ -31,8 +34,16 @@ class Kind(enum.Enum):
 _SESSION_CLASSES = ("22", "23", "P0", "2F", "38", "39", "54")
 # Serialization failure and deadlock (40), lock not available (55P03), statement timeout or
 # cancel (57014), server shutting down or restarting (57P01-57P03), connection (08), and the
-# idle-in-transaction timeout that ends a frozen client's transaction (25P03).
-_TRANSIENT = ("40", "08", "55P03", "57014", "57P01", "57P02", "57P03", "25P03")
+# idle-in-transaction timeout that ends a frozen client's transaction (25P03), and the server
+# out of a resource: connection slots (53300: two replicas' pools can fill max_connections),
+# memory (53200), disk (53100).
+_TRANSIENT = (
+    *("40", "08", "55P03", "57014", "57P01", "57P02", "57P03", "25P03"),
+    *("53300", "53200", "53100"),
+)
+# SQLSTATE 55000 is also raised by statements that are simply wrong for an object's state; at
+# connect it means the database does not allow connections right now (ALLOW_CONNECTIONS false).
+_REFUSING = "not currently accepting connections"
 
 
 @dataclass(frozen=True)
@@ -78,10 +89,17 @@ def error_info(exc: BaseException) -> DatabaseErrorInfo:
     )
 
 
+def refusing_connections(exc: BaseException) -> bool:
+    """The database exists but does not accept connections now (55000 at connect)."""
+    pg = _driver_error(exc)
+    return error_info(exc).sqlstate == "55000" and _REFUSING in str(getattr(pg, "message", ""))
+
+
 def classify(exc: BaseException) -> Kind:
     """Which of the three kinds a failure during a batch is."""
-    if isinstance(exc, OSError | ConnectionError | TimeoutError):
-        return Kind.TRANSIENT  # connect refused or reset while the server restarts
+    if isinstance(exc, OSError | ConnectionError | TimeoutError | PoolTimeout):
+        # connect refused or reset while the server restarts; every pooled connection busy
+        return Kind.TRANSIENT
     if not isinstance(exc, DBAPIError):
         return Kind.FATAL
     if exc.connection_invalidated:
@@ -92,7 +110,7 @@ def classify(exc: BaseException) -> Kind:
         name = type(_driver_error(exc)).__name__
         connection_lost = ("Connection", "Interface", "Closed", "Timeout")
         return Kind.TRANSIENT if any(w in name for w in connection_lost) else Kind.FATAL
-    if sqlstate.startswith(_TRANSIENT):
+    if sqlstate.startswith(_TRANSIENT) or refusing_connections(exc):
         return Kind.TRANSIENT
     if sqlstate.startswith(_SESSION_CLASSES):
         return Kind.SESSION
@@ -118,7 +136,13 @@ def describe(exc: BaseException) -> str:
             )
         if exc.connection_invalidated or info.sqlstate is None:
             return f"database connection lost: {info.error_class}"
+        if info.sqlstate == "53300":
+            return f"database full: no connection slot free ({info})"
+        if refusing_connections(exc):
+            return f"database refusing connections ({info})"
         return f"database error: {info}"
     if isinstance(exc, OSError):
         return f"database unreachable: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, PoolTimeout):
+        return "no database connection free: every connection of this process's pool is busy"
     return f"internal error: {type(exc).__name__}"

@@ -17,23 +17,27 @@ from app.jobs import queries, store
 from app.jobs.engine import STAT_NAMES
 
 
-class InvalidSource(ValueError):
-    """The job named as the confirmed dry run is not a dry-run migration."""
+class InvalidSource(store.JobStateError):
+    """The job named as the confirmed dry run cannot be one: a 409, like any state refusal."""
 
 
-async def check_source(conn: AsyncConnection, *, job_id: uuid.UUID) -> None:
-    """Refuse anything but a succeeded dry-run migration as the prediction a run follows.
+async def check_source(conn: AsyncConnection, *, job_id: uuid.UUID, dry_run: bool) -> None:
+    """Refuse anything but a succeeded dry-run migration as the prediction a real run follows.
 
-    Raises InvalidSource for an unknown job or one that is not a dry-run migration, and
-    store.JobStateError for a dry run that has not (yet) succeeded.
+    Raises store.JobNotFound for an unknown job (a 404, like any job id that names none) and
+    InvalidSource (a store.JobStateError) for a request that is itself a dry run, a job that is
+    not a dry-run migration, or a dry run that has not (yet) succeeded. All of these are
+    well-formed requests that the named job's state refuses, hence never a 422.
     """
+    if dry_run:
+        raise InvalidSource("confirmed_from applies to a real run (dry_run=false)")
     row = await store.job_state(conn, job_id=job_id)
     if row is None:
-        raise InvalidSource(f"confirmed_from: no job {job_id}")
+        raise store.JobNotFound(job_id)
     if row.kind != "migrate" or not row.dry_run:
         raise InvalidSource(f"confirmed_from: job {job_id} is not a dry-run migration")
     if row.status != "succeeded":
-        raise store.JobStateError(
+        raise InvalidSource(
             f"confirmed_from: dry run {job_id} is {row.status}; only a succeeded dry run "
             "can be confirmed"
         )

@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.jobs.store import COUNTERS
+from app.jobs.store import COUNTERS, ROLLED_BACK_SQL
 
 _JOB_SELECT = f"""
 SELECT j.*,
@@ -76,6 +76,8 @@ async def count_jobs(
 async def judged_real_run(conn: AsyncConnection) -> dict | None:
     """The run verification judges: the newest succeeded real migration never rolled back.
 
+    (Rolled back: a real rollback of it succeeded or deleted goals, store.ROLLED_BACK_SQL.)
+
     With its item reconciliation and how many of the goals it created are still there.
     """
     row = (
@@ -93,8 +95,7 @@ async def judged_real_run(conn: AsyncConnection) -> dict | None:
                     "FROM migration_jobs AS j "
                     "JOIN migration_job_partitions AS p ON p.job_id = j.id "
                     "WHERE j.kind = 'migrate' AND NOT j.dry_run AND j.status = 'succeeded' "
-                    "  AND NOT EXISTS (SELECT 1 FROM migration_jobs AS r "
-                    "                  WHERE j.id = ANY(r.target_job_ids) AND NOT r.dry_run) "
+                    f"  AND NOT {ROLLED_BACK_SQL.format(job='j')} "
                     "GROUP BY j.id ORDER BY j.finished_at DESC LIMIT 1"
                 )
             )

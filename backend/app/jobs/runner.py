@@ -69,8 +69,10 @@ class _Run:
     report: bool
     reason: Stop | None = None
     # Per partition, the failed sessions its committed batches added in this run, as the
-    # database holds them: a batch lost to a crash and redone counts once (max_errors).
+    # database holds them: a batch lost to a crash and redone counts once (max_errors). The
+    # baseline is what the partition held when this run began, kept across redone batches.
     errors: dict[int, int] = field(default_factory=dict)
+    errors_at_start: dict[int, int] = field(default_factory=dict)
 
     @property
     def errors_this_run(self) -> int:
@@ -100,8 +102,12 @@ async def run_job(
     `on_start` gets the claimed job, its sessions_total known, before the first batch;
     `on_batch` each committed batch.
     """
-    async with db.begin() as conn:
-        job = await store.claim(conn, job_id=job_id, token=token)
+
+    async def claim() -> dict | None:
+        async with db.begin() as conn:
+            return await store.claim(conn, job_id=job_id, token=token)
+
+    job = await _retrying(settings, None, claim)
     if job is None:
         return None
     run = _Run(job=job, token=token, stop=asyncio.Event(), on_batch=on_batch, report=report)
@@ -151,7 +157,9 @@ async def _execute(
     job = run.job
     try:
         if job["sessions_total"] is None:
-            job["sessions_total"] = await _retrying(settings, run, lambda: _count_total(db, job))
+            job["sessions_total"] = await _retrying(
+                settings, run, lambda: _count_total(db, job, run.token)
+            )
         if on_start:
             on_start(job)
         async with db.connect() as conn:
@@ -160,7 +168,7 @@ async def _execute(
             *(_work(db, settings, run, p) for p in parts if not p.done),
             return_exceptions=True,
         )
-    except (SQLAlchemyError, OSError, RetriesExhausted) as exc:
+    except (SQLAlchemyError, OSError, RetriesExhausted, store.LeaseLost) as exc:
         return [exc]
     return [r for r in results if isinstance(r, BaseException) and not _is_cancel(r)] or [
         r for r in results if isinstance(r, BaseException)
@@ -171,14 +179,14 @@ def _is_cancel(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError)
 
 
-async def _count_total(db: AsyncEngine, job: dict[str, Any]) -> int:
+async def _count_total(db: AsyncEngine, job: dict[str, Any], token: uuid.UUID) -> int:
     async with db.begin() as conn:
         total = await (
             engine.count_candidates(conn)
             if job["kind"] == "migrate"
             else rollback.count_goals(conn, targets=job["target_job_ids"])
         )
-        await store.set_total(conn, job_id=job["id"], total=total)
+        await store.set_total(conn, job_id=job["id"], token=token, total=total)
     return total
 
 
@@ -241,8 +249,12 @@ async def _retrying(settings: Settings, run: _Run | None, action: Callable[[], A
     for attempt in range(1, settings.retry_attempts + 2):
         try:
             return await action()
-        except (SQLAlchemyError, OSError) as exc:
-            if errors.classify(exc) is not errors.Kind.TRANSIENT:
+        except (SQLAlchemyError, OSError, store.Superseded) as exc:
+            # Superseded: a late commit of an earlier attempt moved the partition on; the next
+            # attempt reads where the database stands and carries on from there.
+            if not isinstance(exc, store.Superseded) and (
+                errors.classify(exc) is not errors.Kind.TRANSIENT
+            ):
                 raise
             if attempt > settings.retry_attempts:
                 raise RetriesExhausted(exc, attempt) from exc
@@ -329,6 +341,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
         "ahead": None,
     }
     cursor = part.cursor
+    run.errors_at_start.setdefault(part.number, part.errors)
     in_doubt = False  # after a failure, the database may hold more or less than we believe
     conn: AsyncConnection | None = None  # held from batch to batch; replaced after a failure
 
@@ -354,7 +367,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                         ahead=None,
                     )
                 lo = part.range_start if cursor is None else partitions.after(cursor)
-                batch = await step(conn, run, part, lo, known)
+                batch = await step(conn, run, part, cursor, lo, known)
         except BaseException:
             # Whatever failed, the database may now hold more than this process believes (a
             # COMMIT whose answer was lost) or less (a crash lost batches that had committed
@@ -373,7 +386,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                 return  # told to stop while waiting to retry; nothing of that batch committed
             if batch.failed:
                 _log_failed(job["id"], batch.failed)
-            run.errors[part.number] = known["errors"] - part.errors
+            run.errors[part.number] = known["errors"] - run.errors_at_start[part.number]
             if batch.cursor is not None and run.on_batch:
                 run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report))
             if batch.job_status == "cancelling":
@@ -414,7 +427,12 @@ def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID]) -> None:
 
 
 async def _migrate_batch(
-    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, known: dict
+    conn: AsyncConnection,
+    run: _Run,
+    part: store.Partition,
+    cursor: uuid.UUID | None,
+    lo: uuid.UUID | None,
+    known: dict,
 ) -> _Batch:
     """Migrate the next whole patients of this partition, or mark it done."""
     job = run.job
@@ -425,7 +443,7 @@ async def _migrate_batch(
     elif lo is not None and lo <= part.range_end:
         hi = await engine.next_bound(conn, lo=lo, end=part.range_end, batch_size=job["batch_size"])
     if hi is None:
-        return _Batch(None, await _save(conn, run, part, cursor=None, done=True, stats={}))
+        return _Batch(None, await _save(conn, run, part, cursor, None, done=True, stats={}))
     result = await engine.run_batch(
         conn,
         job_id=job["id"],
@@ -441,7 +459,8 @@ async def _migrate_batch(
         conn,
         run,
         part,
-        cursor=hi,
+        cursor,
+        hi,
         done=hi == part.range_end,
         stats=result.stats,
         findings_stored=result.findings_stored,
@@ -457,12 +476,17 @@ async def _migrate_batch(
 
 
 async def _rollback_batch(
-    conn: AsyncConnection, run: _Run, part: store.Partition, lo: uuid.UUID | None, known: dict
+    conn: AsyncConnection,
+    run: _Run,
+    part: store.Partition,
+    cursor: uuid.UUID | None,
+    lo: uuid.UUID | None,
+    known: dict,
 ) -> _Batch:
     """Delete (or count) the next goals of the target jobs in this partition."""
     job = run.job
     if lo is None:
-        return _Batch(None, await _save(conn, run, part, cursor=None, done=True, stats={}))
+        return _Batch(None, await _save(conn, run, part, cursor, None, done=True, stats={}))
     batch = await rollback.run_batch(
         conn,
         targets=job["target_job_ids"],
@@ -473,11 +497,18 @@ async def _rollback_batch(
         dry_run=job["dry_run"],
     )
     done = batch.last_id is None or batch.last_id == part.range_end
-    status = await _save(conn, run, part, cursor=batch.last_id, done=done, stats=batch.stats)
+    status = await _save(conn, run, part, cursor, batch.last_id, done=done, stats=batch.stats)
     return _Batch(batch.last_id, status, batch.stats)
 
 
-async def _save(conn: AsyncConnection, run: _Run, part: store.Partition, **kwargs) -> str:
+async def _save(
+    conn: AsyncConnection,
+    run: _Run,
+    part: store.Partition,
+    started_from: uuid.UUID | None,
+    cursor: uuid.UUID | None,
+    **kwargs,
+) -> str:
     """Save a batch's progress; its transaction then commits without waiting for the disk.
 
     The batch's goals, counters and cursor commit together, so a server crash can lose only a
@@ -491,6 +522,8 @@ async def _save(conn: AsyncConnection, run: _Run, part: store.Partition, **kwarg
         job_id=run.job["id"],
         partition=part.number,
         token=run.token,
+        started_from=started_from,
+        cursor=cursor,
         async_commit=True,
         **kwargs,
     )
@@ -501,13 +534,19 @@ async def create_job(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """Check and create a queued job in its own transaction; return (job id, run token).
 
-    Raises store.ActiveJobExists, and for rollbacks store.JobNotFound or store.JobStateError.
+    Raises store.ActiveJobExists, and for rollbacks store.JobNotFound or store.JobStateError
+    (store.LaterRunsRelyOn among them). A rollback's `keep_later_runs` is kept in its audit.
     """
     params.setdefault("partition_count", settings.job_partitions)
     async with db.begin() as conn:
         await recover_stale(conn, settings)
         if params.get("kind") == "rollback":
-            await store.check_rollback_targets(conn, targets=params["targets"])
+            await store.check_rollback_targets(
+                conn,
+                targets=params["targets"],
+                dry_run=params.get("dry_run", True),
+                keep_later_runs=params.get("keep_later_runs", False),
+            )
             params["split"] = await rollback.goal_span(conn, targets=params["targets"])
         return await store.create_job(conn, **params)
 

@@ -1,9 +1,9 @@
 """The job life cycle in SQL: creating, claiming, leasing, revoking, finishing jobs.
 
 Every statement that changes migration_jobs, migration_job_partitions and migration_audit is
-here (queries.py reads them); the batch statements of engine.py and rollback.py write findings, previews and goals in the same
-transaction as save_progress(). State lives only in PostgreSQL, so any process or replica can
-answer for any job:
+here (queries.py reads them); the batch statements of engine.py and rollback.py write
+findings, previews and goals in the same transaction as save_progress(). State lives only in
+PostgreSQL, so any process or replica can answer for any job:
 
     queued ──claim──▶ running ──▶ succeeded | failed | cancelled | interrupted
        │                 │ cancel            ▲
@@ -60,6 +60,10 @@ class JobStateError(Exception):
     """The job is not in a state that allows what was asked."""
 
 
+class JobBusy(JobStateError):
+    """Another transaction holds the job's row right now; the same request succeeds later."""
+
+
 class RolledBack(JobStateError):
     """The job was the target of a real rollback: continuing it would migrate a part of it."""
 
@@ -74,6 +78,59 @@ class LeaseLost(Exception):
 
 class Unfinished(Exception):
     """The run saw every partition finish, but the database lost some of its last batches."""
+
+
+class Superseded(Exception):
+    """The partition moved on since this batch began: an earlier attempt of it committed late.
+
+    Not a lost lease: the run still owns the job, and goes on from the cursor the database holds.
+    """
+
+
+class LaterRunsRelyOn(JobStateError):
+    """Later real runs counted the targets' goals as duplicates: rolling back alone strands them."""
+
+    def __init__(self, targets: Sequence[uuid.UUID], later: Sequence[uuid.UUID]):
+        self.targets = list(targets)
+        self.later = list(later)
+        together = ",".join(str(j) for j in (*targets, *later))
+        super().__init__(
+            f"later real runs ({', '.join(map(str, later))}) counted goals of "
+            f"{'these jobs' if len(targets) > 1 else 'this job'} as duplicates and created none "
+            "for those items: rolling back alone would leave those items without a goal. Either "
+            f"roll them back together (POST /admin/migrations/goals/rollback?jobs={together}; "
+            f"command line: --rollback {together}), or roll back alone and run a migration "
+            "again afterwards to create the goals (keep_later_runs=true; command line: "
+            "--keep-later-runs)"
+        )
+
+
+# A migration counts as rolled back once a real rollback of it succeeded or deleted any of its
+# goals. A rollback cancelled before it deleted anything leaves its target as it was: still
+# resumable, still judged by verification.
+_TOOK_EFFECT = """NOT r.dry_run AND (r.status = 'succeeded' OR EXISTS (
+          SELECT 1 FROM migration_job_partitions AS rp
+          WHERE rp.job_id = r.id AND rp.goals_deleted > 0))"""
+ROLLED_BACK_SQL = (
+    "EXISTS (SELECT 1 FROM migration_jobs AS r WHERE {job}.id = ANY(r.target_job_ids) AND "
+    + _TOOK_EFFECT
+    + ")"
+)
+
+# Real migrations, outside the targets, that ran after a target whose goals are still there,
+# counted duplicates, and were never rolled back: their duplicates may be those goals. (Runs
+# keep no record of which goal a duplicate matched; this errs on the side of refusing.)
+_LATER_RUNS_SQL = f"""
+SELECT b.id FROM migration_jobs AS b
+WHERE b.kind = 'migrate' AND NOT b.dry_run AND b.id <> ALL(:targets)
+  AND EXISTS (SELECT 1 FROM migration_jobs AS a
+              WHERE a.id = ANY(:targets) AND a.created_at < b.created_at
+                AND EXISTS (SELECT 1 FROM treatment_goals AS g WHERE g.source_job_id = a.id))
+  AND EXISTS (SELECT 1 FROM migration_job_partitions AS bp
+              WHERE bp.job_id = b.id AND bp.goals_skipped_duplicate > 0)
+  AND NOT {ROLLED_BACK_SQL.format(job="b")}
+ORDER BY b.created_at
+"""
 
 
 @dataclass(frozen=True)
@@ -210,19 +267,45 @@ async def create_job(
     return job_id, token
 
 
-async def check_rollback_targets(conn: AsyncConnection, *, targets: Sequence[uuid.UUID]) -> None:
-    """Refuse unless every target is a finished real migration job; revoke their leases."""
+async def check_rollback_targets(
+    conn: AsyncConnection,
+    *,
+    targets: Sequence[uuid.UUID],
+    dry_run: bool = True,
+    keep_later_runs: bool = False,
+) -> None:
+    """Refuse unless every target is a finished real migration job; revoke their leases.
+
+    A real rollback is also refused (LaterRunsRelyOn) while later runs rely on the targets'
+    goals, unless `keep_later_runs` says a migration will be run again afterwards.
+    """
     if not targets:
         raise JobStateError("name at least one job to roll back")
     for job_id in dict.fromkeys(targets):
         await check_rollback_target(conn, job_id=job_id)
+    if not dry_run and not keep_later_runs:
+        await refuse_stranding(conn, targets=targets)
+
+
+async def refuse_stranding(conn: AsyncConnection, *, targets: Sequence[uuid.UUID]) -> None:
+    """Raise LaterRunsRelyOn when later real runs counted the targets' goals as duplicates."""
+    later = (await conn.execute(text(_LATER_RUNS_SQL), {"targets": list(targets)})).scalars()
+    later = list(later)
+    if later:
+        raise LaterRunsRelyOn(targets, later)
 
 
 async def job_state(conn: AsyncConnection, *, job_id: uuid.UUID) -> Any:
-    """A job's kind, dry_run and status, or None for an unknown id."""
+    """A job's kind, dry_run, status, targets and keep_later_runs, or None for an unknown id."""
     return (
         await conn.execute(
-            text("SELECT kind, dry_run, status FROM migration_jobs WHERE id = :job_id"),
+            text(
+                "SELECT kind, dry_run, status, target_job_ids, "
+                "coalesce((SELECT (details ->> 'keep_later_runs')::boolean FROM migration_audit "
+                "          WHERE job_id = :job_id AND action = 'start' LIMIT 1), false) "
+                "    AS keep_later_runs "
+                "FROM migration_jobs WHERE id = :job_id"
+            ),
             {"job_id": job_id},
         )
     ).one_or_none()
@@ -272,12 +355,22 @@ async def claim(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -
     return dict(row) if row else None
 
 
-async def set_total(conn: AsyncConnection, *, job_id: uuid.UUID, total: int) -> None:
-    """Record how many units (sessions, or goals for a rollback) the job has to go through."""
-    await conn.execute(
-        text("UPDATE migration_jobs SET sessions_total = :total WHERE id = :job_id"),
-        {"job_id": job_id, "total": total},
+async def set_total(
+    conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID, total: int
+) -> None:
+    """Record how many units (sessions, or goals for a rollback) the job has to go through.
+
+    Fenced like every write of a run: LeaseLost once the run's token is gone.
+    """
+    updated = await conn.execute(
+        text(
+            "UPDATE migration_jobs SET sessions_total = :total "
+            f"WHERE id = :job_id AND run_token = :token AND status IN {_RUNNING} RETURNING 1"
+        ),
+        {"job_id": job_id, "token": token, "total": total},
     )
+    if updated.first() is None:
+        raise LeaseLost(job_id)
 
 
 _PARTITION_SELECT = (
@@ -307,6 +400,7 @@ async def save_progress(
     job_id: uuid.UUID,
     partition: int,
     token: uuid.UUID,
+    started_from: uuid.UUID | None,
     cursor: uuid.UUID | None,
     done: bool,
     stats: dict[str, int],
@@ -318,11 +412,14 @@ async def save_progress(
     """Add a batch's counters and move the cursor, inside the batch's own transaction.
 
     Returns the job's status, so a worker notices a cancel request at this very boundary.
-    Raises LeaseLost when the partition no longer carries this run's token; the caller's
-    transaction must then roll back, taking the batch's goals with it. `record_batch` notes the
-    batch's commit time for rollback; `async_commit` makes the transaction commit without waiting
-    for its WAL to reach disk (runner.py says when that is safe). Both ride on this one statement,
-    so a batch costs no extra round trip for them.
+    Raises LeaseLost when the partition no longer carries this run's token, and Superseded when
+    it no longer stands where this batch started (`started_from`, the cursor the batch read):
+    an earlier attempt of the same batch, its COMMIT's answer lost, committed after all. Either
+    way the caller's transaction must roll back, taking the batch's goals with it. The update
+    waits on the row lock of such an attempt still committing, then re-reads the row.
+    `record_batch` notes the batch's commit time for rollback; `async_commit` makes the
+    transaction commit without waiting for its WAL to reach disk (runner.py says when that is
+    safe). Both ride on this one statement, so a batch costs no extra round trip for them.
     """
     assignments = ", ".join(f"{name} = {name} + :{name}" for name in COUNTERS)
     params = {name: stats.get(name, 0) for name in COUNTERS}
@@ -333,6 +430,7 @@ async def save_progress(
             "findings_stored = findings_stored + :findings_stored, "
             "preview_stored = preview_stored + :preview_stored "
             "WHERE job_id = :job_id AND partition = :partition AND run_token = :token "
+            "AND cursor IS NOT DISTINCT FROM :started_from AND NOT done "
             "RETURNING (SELECT status FROM migration_jobs WHERE id = :job_id) AS status), "
             "recorded AS (INSERT INTO migration_batches (job_id, partition, inserted_at) "
             "SELECT :job_id, :partition, now() FROM saved WHERE :record_batch) "
@@ -344,6 +442,7 @@ async def save_progress(
             "job_id": job_id,
             "partition": partition,
             "token": token,
+            "started_from": started_from,
             "cursor": cursor,
             "done": done,
             "findings_stored": findings_stored,
@@ -354,7 +453,14 @@ async def save_progress(
     )
     status = result.scalar_one_or_none()
     if status is None:
-        raise LeaseLost(job_id)
+        owned = await conn.execute(
+            text(
+                "SELECT 1 FROM migration_job_partitions "
+                "WHERE job_id = :job_id AND partition = :partition AND run_token = :token"
+            ),
+            {"job_id": job_id, "partition": partition, "token": token},
+        )
+        raise (Superseded if owned.first() else LeaseLost)(job_id)
     return status
 
 
@@ -450,6 +556,9 @@ async def request_cancel(
 
     A queued job, or one whose process stopped beating, is cancelled at once (its lease revoked
     in this transaction, so a frozen process that wakes up later cannot commit another batch).
+    Never waits on the job row: a process frozen between its heartbeat and that heartbeat's
+    commit holds it until PostgreSQL ends the idle transaction, and the caller is told to try
+    again in a few seconds (JobBusy) instead of hanging that long.
     """
     row = (
         await conn.execute(
@@ -457,13 +566,15 @@ async def request_cancel(
                 "SELECT status, heartbeat_at < now() - make_interval(secs => :stale) AS stale "
                 # NO KEY: every batch holds a key-share lock on its job's row (the foreign
                 # keys of the goals, findings and previews it inserts); this must not wait on it.
-                "FROM migration_jobs WHERE id = :job_id FOR NO KEY UPDATE"
+                "FROM migration_jobs WHERE id = :job_id FOR NO KEY UPDATE SKIP LOCKED"
             ),
             {"job_id": job_id, "stale": stale_after_seconds},
         )
     ).one_or_none()
     if row is None:
-        raise JobNotFound(job_id)
+        if await job_state(conn, job_id=job_id) is None:
+            raise JobNotFound(job_id)
+        raise JobBusy("the job's process is writing to it right now; try again in a few seconds")
     if row.status not in ACTIVE_STATUSES:
         raise JobStateError(f"the job is {row.status}, not active; there is nothing to cancel")
     at_once = row.status == "queued" or (row.stale and await _lock_partitions(conn, job_id))
@@ -540,8 +651,9 @@ async def resume(
     rollback_id = (
         await conn.execute(
             text(
-                "SELECT id FROM migration_jobs WHERE :job_id = ANY(target_job_ids) AND NOT dry_run "
-                "ORDER BY created_at LIMIT 1"
+                "SELECT r.id FROM migration_jobs AS r "
+                f"WHERE :job_id = ANY(r.target_job_ids) AND {_TOOK_EFFECT} "
+                "ORDER BY r.created_at LIMIT 1"
             ),
             {"job_id": job_id},
         )
@@ -551,6 +663,10 @@ async def resume(
             f"the job was rolled back by job {rollback_id}; resuming it would migrate only the "
             "patients after its cursor. Start a new migration job instead"
         )
+    job = await job_state(conn, job_id=job_id)
+    if job is not None and job.kind == "rollback" and not job.dry_run and not job.keep_later_runs:
+        # Runs may have relied on the targets' goals since this rollback stopped.
+        await refuse_stranding(conn, targets=job.target_job_ids)
     try:
         async with conn.begin_nested():
             row = (

@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schemas
-from app.deps import AdminUser, ConnDep, RunnerDep, SettingsDep, reject_unknown_input, require_admin
+from app.deps import (
+    AdminUser,
+    ConnDep,
+    EngineDep,
+    RunnerDep,
+    SettingsDep,
+    reject_unknown_input,
+    require_admin,
+)
 from app.jobs import engine, prediction, queries, store
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
@@ -35,12 +43,27 @@ DEFAULT_BATCH_SIZE = 1000
 MAX_OFFSET = 10_000_000
 _NOT_FOUND = {404: {"model": schemas.Problem}}
 _NEW = "A new value for the rest of the job (recorded in its audit trail)"
-# What each kind of 409 answers with: starting a job meets the active-job guard or a schema
-# that is not ready; acting on a job also meets that job's state.
-_START_CONFLICT = {409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady}}
+# What each kind of 409 answers with: starting a job meets the active-job guard, a schema that
+# is not ready, or a confirmed_from its job refuses; acting on a job also meets that job's state.
+_START_CONFLICT = {
+    409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady | schemas.Problem}
+}
 _JOB_CONFLICT = {
     409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady | schemas.Problem}
 }
+# Rolling back also meets later runs that rely on the targets' goals.
+_ROLLBACK_CONFLICT = {
+    409: {
+        "model": schemas.ActiveJobConflict
+        | schemas.SchemaNotReady
+        | schemas.LaterRunsConflict
+        | schemas.Problem
+    }
+}
+_KEEP_LATER_RUNS = (
+    "Roll back even though later real runs counted these goals as duplicates; run a migration "
+    "again afterwards to create the goals they skipped (GET /verify counts them)"
+)
 
 
 async def active_job_conflict(request: Request, exc: store.ActiveJobExists) -> JSONResponse:
@@ -75,6 +98,11 @@ async def job_not_found(request: Request, exc: store.JobNotFound) -> JSONRespons
 
 async def job_state_conflict(request: Request, exc: store.JobStateError) -> JSONResponse:
     """409 for an action the job's state does not allow (installed by create_app)."""
+    if isinstance(exc, store.LaterRunsRelyOn):
+        body = schemas.LaterRunsConflict(detail=str(exc), later_job_ids=exc.later)
+        return JSONResponse(
+            status_code=status.HTTP_409_CONFLICT, content=body.model_dump(mode="json")
+        )
     return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
 
 
@@ -113,7 +141,10 @@ def _accepted(response: Response, job: schemas.Job) -> schemas.Job:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses=_START_CONFLICT,
+    responses={
+        **_START_CONFLICT,
+        404: {"model": schemas.Problem, "description": "confirmed_from names no job"},
+    },
     summary="Start a migration job (a dry run unless dry_run=false)",
 )
 async def start_migration(
@@ -128,18 +159,16 @@ async def start_migration(
     max_errors: Annotated[int, Query(ge=0, le=10_000_000)] = 1000,
     confirmed_from: Annotated[
         uuid.UUID | None,
-        Query(description="The succeeded dry run this real run was confirmed from"),
+        Query(
+            description="The succeeded dry run this real run was confirmed from (with "
+            "dry_run=false only: 409 otherwise, as for a job that is not a succeeded dry run)"
+        ),
     ] = None,
 ):
     await _require_ready(conn)
     if confirmed_from is not None:
-        if dry_run:
-            raise HTTPException(422, detail="confirmed_from applies to a real run (dry_run=false)")
-        try:
-            async with conn.begin():
-                await prediction.check_source(conn, job_id=confirmed_from)
-        except prediction.InvalidSource as exc:
-            raise HTTPException(422, detail=str(exc)) from None
+        async with conn.begin():
+            await prediction.check_source(conn, job_id=confirmed_from, dry_run=dry_run)
     job_id = await runner.start(
         kind="migrate",
         dry_run=dry_run,
@@ -177,10 +206,12 @@ async def list_jobs(
 @router.get(
     "/verify",
     response_model=schemas.Verification,
-    summary="The guide's verification queries, as numbers",
+    summary="Does treatment_goals hold every action item? The rules re-run read-only over the "
+    "data, the last run's counters beside them",
 )
-async def verify(conn: ConnDep):
-    return schemas.Verification(**await verify_numbers.report(conn))
+async def verify(db: EngineDep, settings: SettingsDep):
+    report = await verify_numbers.report(db, partition_count=settings.job_partitions)
+    return schemas.Verification(**report)
 
 
 @router.get(
@@ -301,6 +332,7 @@ async def _start_rollback(
     dry_run: bool,
     batch_size: int,
     pause_ms: int,
+    keep_later_runs: bool,
 ) -> schemas.Job:
     new_id = await runner.start(
         kind="rollback",
@@ -310,18 +342,22 @@ async def _start_rollback(
         pause_ms=pause_ms,
         targets=targets,
         requested_by=admin.sub,
+        **({"keep_later_runs": True} if keep_later_runs else {}),
     )
     return _accepted(response, await _job(conn, settings, new_id))
 
 
 _ROLLBACK_DRY_RUN = "Count what would be deleted and kept (the default); false deletes"
+# One or more uuids (with or without dashes, any case), comma-separated, spaces allowed.
+_UUID = r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"
+_JOB_IDS_PATTERN = rf"^ *{_UUID} *(, *{_UUID} *)*$"
 
 
 @router.post(
     "/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_JOB_CONFLICT},
+    responses={**_NOT_FOUND, **_ROLLBACK_CONFLICT},
     summary="Take back the goals of several migration jobs in one rollback (a dry run unless "
     "dry_run=false)",
 )
@@ -335,20 +371,24 @@ async def rollback_jobs(
         str,
         Query(
             max_length=4000,
+            # Documented for clients and the schema fuzzer; _job_ids() checks it and names
+            # what is not a job id, which a bare pattern mismatch would not.
+            json_schema_extra={"pattern": _JOB_IDS_PATTERN},
             description="Comma-separated ids of the migration jobs to roll back",
-            examples=["0b9c…,5d2e…"],
+            examples=["0b9c2f4e-8a1d-4c3b-9e5f-1a2b3c4d5e6f,5d2e7a90-3b4c-4d5e-8f60-7a8b9c0d1e2f"],
         ),
     ],
     force: bool = False,
     dry_run: Annotated[bool, Query(description=_ROLLBACK_DRY_RUN)] = True,
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
+    keep_later_runs: Annotated[bool, Query(description=_KEEP_LATER_RUNS)] = False,
 ):
     targets = _job_ids(jobs)
     await _require_ready(conn)
     return await _start_rollback(
         response, admin, runner, conn, settings, targets=targets, force=force,
-        dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms,
+        dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms, keep_later_runs=keep_later_runs,
     )  # fmt: skip
 
 
@@ -381,7 +421,7 @@ def _job_ids(value: str) -> list[uuid.UUID]:
     "/{job_id}/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_JOB_CONFLICT},
+    responses={**_NOT_FOUND, **_ROLLBACK_CONFLICT},
     summary="Delete the goals this job created, keeping those changed since (a dry run unless "
     "dry_run=false)",
 )
@@ -396,10 +436,11 @@ async def rollback(
     dry_run: Annotated[bool, Query(description=_ROLLBACK_DRY_RUN)] = True,
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
+    keep_later_runs: Annotated[bool, Query(description=_KEEP_LATER_RUNS)] = False,
 ):
     await _require_ready(conn)
     await _job(conn, settings, job_id)
     return await _start_rollback(
         response, admin, runner, conn, settings, targets=[job_id], force=force,
-        dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms,
+        dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms, keep_later_runs=keep_later_runs,
     )  # fmt: skip

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from app import http_errors
 from app.config import load_settings
 from tests.api.conftest import BASE, open_client, wait_for
-from tests.conftest import SECRET
+from tests.conftest import SECRET, _with_database
 from tests.pg import OwnServer
 
 
@@ -110,5 +111,33 @@ async def test_a_request_cut_off_by_the_shutdown_answers_503(app_client, own_ser
     locker.terminate()
 
     await asyncio.to_thread(server.start)
+    await _wait_ready(client)
+    assert (await client.get(BASE)).status_code == 200
+
+
+async def test_a_database_refusing_connections_answers_503_and_recovers(
+    client, database_url, server_url
+):
+    """ALLOW_CONNECTIONS false answers SQLSTATE 55000 at connect: unreachable, not our fault."""
+    app = client._transport.app
+    assert (await client.get(BASE)).status_code == 200
+    name = make_url(database_url).database
+    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        # The pool's connections end too, so every request must open a new one.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        for method, path in _every_operation(app):
+            response = await client.request(method, path)
+            if path == "/health":
+                continue
+            assert response.status_code == 503, (method, path, response.text)
+            assert response.headers["Retry-After"] == str(http_errors.RETRY_AFTER_SECONDS)
+            assert response.json()["detail"] == http_errors.UNREACHABLE, (method, path)
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    finally:
+        await admin.close()
     await _wait_ready(client)
     assert (await client.get(BASE)).status_code == 200

@@ -1,8 +1,9 @@
 """The admin page as an admin uses it: sign in, preview, confirm and run, history, undo, verify."""
 
 import re
+import time
 
-from tests.browser.conftest import API, assert_accessible, expect, mint, screenshot
+from tests.browser.conftest import API, assert_accessible, expect, mint, screenshot, sign_in
 
 
 def numbers(text: str) -> int:
@@ -45,9 +46,11 @@ def test_preview_confirm_run_history_undo_verify(page, server):
 
     # Nothing migrated yet: the verify page says so in words.
     nav(page, "Verify")
-    expect(page.locator(".verdict")).to_contain_text(
-        "Not every action item is accounted for: no real run has succeeded yet"
-    )
+    verdict = page.locator(".verdict")
+    expect(verdict).to_contain_text("Not every action item is accounted for:")
+    missing = api.get(f"{API}/verify").json()["goals_missing"]
+    expect(verdict).to_contain_text(f"{missing:,} goals are missing")
+    expect(verdict).to_contain_text("No real run has succeeded yet")
     nav(page, "Migrate")
 
     # Preview: a throttled dry run (its pauses alone, about 3 s, outlast the first poll a second
@@ -165,3 +168,44 @@ def test_preview_confirm_run_history_undo_verify(page, server):
     screenshot(page, "undo", at=page.locator("section", has_text="Undo this run"))
     kinds = [(j["kind"], j["dry_run"]) for j in jobs(api)]
     assert kinds == [("rollback", False), ("rollback", True), ("migrate", False), ("migrate", True)]
+
+
+def _migrated(api) -> dict:
+    job = api.post(API, params={"dry_run": "false"}).json()
+    for _ in range(600):
+        job = api.get(f"{API}/{job['id']}").json()
+        if job["status"] == "succeeded":
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job did not finish: {job}")
+
+
+def test_undoing_a_run_a_later_run_relied_on_offers_both_ways_out(page, server):
+    api = server.api()
+    first, later = _migrated(api), _migrated(api)
+    assert later["stats"]["goals_created"] == 0 and later["stats"]["goals_skipped_duplicate"] > 0
+    sign_in(page, server)
+    page.goto(f"{server.url}/admin/#/jobs/{first['id']}")
+    page.get_by_role("button", name="Preview rollback").click()
+    created = goals(first["stats"]["goals_created"])
+    page.get_by_role("button", name=f"Delete {created}…").click()
+    page.get_by_role("dialog", name="Roll back this migration?").get_by_role(
+        "button", name=f"Delete {created}"
+    ).click()
+    # Refused: the later run counted these goals as duplicates. The page says so, names it,
+    # and offers to roll both back together, or this one alone and migrate again.
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("counted goals of this job as duplicates")
+    expect(alert.get_by_role("link", name=later["id"][:8])).to_be_visible()
+    assert_accessible(page, "rollback refused")
+    screenshot(page, "rollback-refused", at=page.locator("section", has_text="Undo this run"))
+    alert.get_by_role("button", name="Preview rolling back together with 1 later run").click()
+    expect(page.locator(".outcome")).to_contain_text(f"delete {created} these 2 runs created")
+    page.get_by_role("button", name=f"Delete {created}…").click()
+    page.get_by_role("dialog", name="Roll back these 2 migrations?").get_by_role(
+        "button", name=f"Delete {created}"
+    ).click()
+    expect(page.locator(".outcome")).to_contain_text(f"Rolled back: {created} deleted")
+    rollback = jobs(api)[0]
+    assert rollback["kind"] == "rollback" and not rollback["dry_run"]
+    assert rollback["target_job_ids"] == [first["id"], later["id"]]

@@ -248,3 +248,39 @@ def test_json_keeps_stdout_a_document_when_not_confirmed(cli, database_url):
         "error": "Not confirmed; nothing was changed.",
     }
     assert "[y/N]" in err
+
+
+def test_a_rollback_that_would_strand_a_later_run_says_so_and_offers_both_ways(cli, database_url):
+    asyncio.run(demo.write(database_url, sessions=80))
+    first = uuid.UUID(cli("--yes")[1].split("Job ID: ")[1].split()[0])
+    later = uuid.UUID(cli("--yes")[1].split("Job ID: ")[1].split()[0])
+    goals = on_db(database_url, lambda db, settings: helpers.migrated_goals(db))
+
+    code, out, err = cli("--rollback", str(first), "--yes")
+    assert code == 2 and out == ""
+    assert f"cannot roll back job {first}: later real runs ({later})" in err
+    assert f"--rollback {first},{later}" in err and "--keep-later-runs" in err
+    assert on_db(database_url, lambda db, settings: helpers.migrated_goals(db)) == goals
+    # A preview deletes nothing, so it is not refused.
+    assert cli("--rollback", str(first), "--dry-run")[0] == 0
+
+    code, out, err = cli("--rollback", f"{first},{str(later)[:8]}", "--yes")
+    assert code == 0, err
+    assert f"Target Jobs: {first}, {later}" in out.splitlines()
+    assert on_db(database_url, lambda db, settings: helpers.migrated_goals(db)) == []
+
+    code, out, _ = cli("--verify")
+    assert code == 1
+    assert f"Goals Missing (a real run now would create): {len(goals)}" in out.splitlines()
+
+
+def test_keep_later_runs_rolls_back_alone(cli, database_url):
+    asyncio.run(demo.write(database_url, sessions=80))
+    first = uuid.UUID(cli("--yes")[1].split("Job ID: ")[1].split()[0])
+    cli("--yes")
+    code, _, err = cli("--rollback", str(first), "--keep-later-runs", "--yes")
+    assert code == 0, err
+    assert on_db(database_url, lambda db, settings: helpers.migrated_goals(db)) == []
+    with pytest.raises(SystemExit) as refused:
+        cli("--keep-later-runs")
+    assert refused.value.code == 2  # only with --rollback

@@ -411,7 +411,7 @@ class Command:
                 )
             else:
                 banner = output.rollback_banner(
-                    target=job["target_job_id"],
+                    targets=job["target_job_ids"] or [job["target_job_id"]],
                     dry_run=dry_run,
                     batch_size=job["batch_size"],
                     force=job["force"],

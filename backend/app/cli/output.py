@@ -53,19 +53,21 @@ def migration_banner(
 
 
 def rollback_banner(
-    *, target: Any, dry_run: bool, batch_size: int, force: bool, total: int, database: str
+    *, targets: list[Any], dry_run: bool, batch_size: int, force: bool, total: int, database: str
 ) -> list[str]:
-    lines = [RULE, "STARTING ROLLBACK OF GOAL MIGRATION JOB", RULE]
+    target = ", ".join(map(str, targets))
+    several = len(targets) > 1
+    lines = [RULE, f"STARTING ROLLBACK OF GOAL MIGRATION JOB{'S' * several}", RULE]
     if dry_run:
         lines.append(DRY_RUN_LINE)
     kept = "changed goals are deleted too" if force else "goals changed since are kept"
     lines += [
-        f"Target Job: {target}",
+        f"Target Job{'s' * several}: {target}",
         f"Batch Size: {batch_size}",
         f"Force: {force} ({kept})",
         f"Database: {database}",
         "",
-        f"Found {total} goals created by job {target}",
+        f"Found {total} goals created by job{'s' * several} {target}",
     ]
     return lines
 

@@ -65,7 +65,8 @@ export function createApi({ token, onAuthFailure }) {
     start: (params) => call("POST", "", params),
     cancel: (id) => call("POST", `/${id}/cancel`),
     resume: (id) => call("POST", `/${id}/resume`),
-    rollback: (id, dryRun) => call("POST", `/${id}/rollback`, { dry_run: dryRun, force: false }),
+    rollbackJobs: (ids, dryRun, keepLaterRuns = false) =>
+      call("POST", "/rollback", { jobs: ids.join(","), dry_run: dryRun, force: false, keep_later_runs: keepLaterRuns }),
     issues: (id, kind, limit, offset) => call("GET", `/${id}/issues`, { kind, limit, offset }),
     preview: (id, limit) => call("GET", `/${id}/preview`, { limit }),
     audit: (id) => call("GET", `/${id}/audit`),

@@ -28,7 +28,12 @@ function undoSection(api, target, onDone) {
   const outcome = h("p", { class: "outcome", hidden: true });
   const errors = errorBox();
   const box = createJobBox({ api, name: "rollback", onEnd: ended });
+  // What the rollback takes back: this run, and the later runs that relied on its goals once the
+  // admin chose to roll them back together; or this run alone, migrating again afterwards.
+  let targets = [target.id];
+  let keepLaterRuns = false;
   let previewed = null;
+  const runs = () => (targets.length === 1 ? "this run" : `these ${targets.length} runs`);
 
   function ended(job) {
     if (job.status !== "succeeded") return;
@@ -36,24 +41,60 @@ function undoSection(api, target, onDone) {
     outcome.hidden = false;
     if (job.dry_run) {
       previewed = job;
-      clear(outcome).append(`The preview says: delete ${plural(s.goals_deleted, "goal", "goals")} this run created, and keep ${plural(s.goals_kept_modified, "goal", "goals")} that clinicians have changed since.`);
+      clear(outcome).append(`The preview says: delete ${plural(s.goals_deleted, "goal", "goals")} ${runs()} created, and keep ${plural(s.goals_kept_modified, "goal", "goals")} that clinicians have changed since.`);
       commit.textContent = `Delete ${plural(s.goals_deleted, "goal", "goals")}…`;
       commit.hidden = false;
     } else {
       clear(outcome).append(`Rolled back: ${plural(s.goals_deleted, "goal", "goals")} deleted, ${plural(s.goals_kept_modified, "goal", "goals")} kept because clinicians changed them.`);
+      if (keepLaterRuns) {
+        outcome.append(" The later runs' items have no goal now: ", h("a", { href: "#/" }, "run a migration again"), " to create them (Verify counts them).");
+      }
       commit.hidden = true;
       preview.hidden = true;
       onDone();
     }
   }
 
+  async function startPreview() {
+    errors.clear();
+    outcome.hidden = true;
+    commit.hidden = true;
+    box.watch(await api.rollbackJobs(targets, true));
+  }
+
+  // The API refuses a rollback that would strand later runs: say why, and offer both ways out.
+  function offerWaysOut(error) {
+    const later = error.body.later_job_ids;
+    errors.show(error);
+    const together = h("button", { type: "button", class: "secondary", id: "rollback-together" }, `Preview rolling back together with ${plural(later.length, "later run", "later runs")}`);
+    const alone = h("button", { type: "button", class: "quiet", id: "rollback-alone" }, "Roll back this run alone, then migrate again");
+    together.addEventListener("click", () =>
+      whileBusy(together, async () => {
+        targets = [target.id, ...later];
+        keepLaterRuns = false;
+        try {
+          await startPreview();
+        } catch (e) {
+          errors.show(e);
+        }
+      }),
+    );
+    alone.addEventListener("click", () => {
+      keepLaterRuns = true;
+      errors.clear();
+      commit.hidden = false;
+      commit.click();
+    });
+    errors.el.append(
+      h("p", {}, "Later runs: ", ...later.flatMap((id, i) => [i ? ", " : "", jobLink(id)])),
+      h("div", { class: "actions" }, together, alone),
+    );
+  }
+
   preview.addEventListener("click", () =>
     whileBusy(preview, async () => {
-      errors.clear();
-      outcome.hidden = true;
-      commit.hidden = true;
       try {
-        box.watch(await api.rollback(target.id, true));
+        await startPreview();
       } catch (error) {
         errors.show(error);
       }
@@ -63,12 +104,13 @@ function undoSection(api, target, onDone) {
     if (!previewed) return;
     const s = previewed.stats;
     confirmAction({
-      title: "Roll back this migration?",
+      title: targets.length === 1 ? "Roll back this migration?" : `Roll back these ${targets.length} migrations?`,
       body: h(
         "div",
         { class: "dialog-body" },
-        h("p", {}, `This deletes ${plural(s.goals_deleted, "goal", "goals")} that job ${shortId(target.id)} created and nobody has changed since.`),
+        h("p", {}, `This deletes ${plural(s.goals_deleted, "goal", "goals")} that ${targets.length === 1 ? `job ${shortId(target.id)}` : targets.map(shortId).join(", ")} created and nobody has changed since.`),
         h("p", {}, `${plural(s.goals_kept_modified, "goal", "goals")} that clinicians changed are kept. The numbers come from rollback preview ${shortId(previewed.id)}; if goals changed since, the rollback's own numbers will say so.`),
+        keepLaterRuns ? h("p", {}, "Later runs counted these goals as duplicates: their items will have no goal until a migration runs again.") : "",
       ),
       confirmLabel: `Delete ${plural(s.goals_deleted, "goal", "goals")}`,
       danger: true,
@@ -76,7 +118,15 @@ function undoSection(api, target, onDone) {
         errors.clear();
         commit.hidden = true;
         outcome.hidden = true;
-        box.watch(await api.rollback(target.id, false));
+        try {
+          box.watch(await api.rollbackJobs(targets, false, keepLaterRuns));
+        } catch (error) {
+          if (!Array.isArray(error.body.later_job_ids)) {
+            commit.hidden = false;
+            throw error;
+          }
+          offerWaysOut(error);
+        }
       },
     });
   });

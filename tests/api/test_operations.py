@@ -70,6 +70,17 @@ async def test_the_openapi_schema_defines_everything_it_refers_to(client):
     assert refs and refs <= set(spec["components"]["schemas"])
 
 
+async def test_the_documented_jobs_example_is_valid_input(client):
+    spec = (await client.get("/openapi.json")).json()
+    (jobs,) = [p for p in spec["paths"][f"{BASE}/rollback"]["post"]["parameters"]
+               if p["name"] == "jobs"]  # fmt: skip
+    (example,) = jobs["schema"]["examples"]
+    assert re.fullmatch(jobs["schema"]["pattern"], example)
+    assert not re.fullmatch(jobs["schema"]["pattern"], "0b9c…,5d2e…")
+    response = await client.post(f"{BASE}/rollback", params={"jobs": example})
+    assert response.status_code == 404 and response.json() == {"detail": "job not found"}
+
+
 async def test_unknown_parameters_are_a_documented_422_on_every_route(client):
     spec = (await client.get("/openapi.json")).json()
     schema = schemathesis.openapi.from_dict(spec)

@@ -22,6 +22,7 @@ BARS = (
     ("real_vs_ceiling_throughput", "real run throughput / ceiling throughput", 1.2, True),
     ("real_vs_floor_throughput", "real run throughput / naive floor throughput", 20.0, True),
     ("dry_vs_ceiling_time", "dry run time / ceiling time", 0.25, False),
+    ("verify_vs_ceiling_time", "verify time / ceiling time", 0.25, False),
     ("poll_p99_ms", "status poll p99 while running (ms)", 50.0, False),
     ("rss_peak_mb", "server peak RSS (MB)", 200.0, False),
 )
@@ -236,7 +237,7 @@ def _mix_table(
     for key_, label, bar, higher in BARS:
         cells = []
         for s in runs:
-            value = s["ratios"][key_]
+            value = s["ratios"].get(key_)  # results from before a bar existed have none
             verdict = _verdict(value, bar, higher)
             if key_ == "real_vs_ceiling_throughput":
                 verdict += f"; medians {_n(s['ratios']['real_vs_ceiling_throughput_median'])}"

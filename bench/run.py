@@ -31,6 +31,8 @@ import asyncpg
 
 from app import demo
 from app.config import Settings
+from app.db import create_engine
+from app.jobs import verify
 from app.routers.migrations import DEFAULT_BATCH_SIZE
 from bench import api, buffers, ceiling, cpu, explain, floor, report, rollback
 from bench.database import Cluster
@@ -141,10 +143,12 @@ async def engine_run(
     batch_size: int,
     expected: int | None,
     undo: bool = False,
+    check_verify: bool = False,
 ) -> dict:
     """One job through the API on a fresh clone, its goals checked against the ceiling's.
 
-    With `undo`, a real run is then rolled back and timed against the hand-written DELETE.
+    With `undo`, a real run is then rolled back and timed against the hand-written DELETE; with
+    `check_verify`, verification is timed on it and must find nothing missing.
     Without a ceiling (`expected` None) nothing is compared here; see _measure.
     """
     label = f"{'dry' if dry_run else 'real'}{batch_size}"
@@ -173,6 +177,9 @@ async def engine_run(
             )
         if not dry_run:
             summary["batches_with_goals"] = await _batches_with_goals(url, run.job["id"])
+            if check_verify:
+                await settle(options)
+                summary["verify"] = await verify_run(url)
             if undo:
                 summary["rollback"] = await rollback_run(cluster, url, work, options, run.job)
     say(
@@ -183,6 +190,27 @@ async def engine_run(
         f"poll p99 {summary['poll_p99_ms']} ms, peak RSS {summary['rss_peak_mb']} MB"
     )
     return summary
+
+
+async def verify_run(url: str) -> dict:
+    """GET /verify's work, timed in-process, right after the real run at `url`.
+
+    It walks every session with the engine's rules read-only, so it must find nothing missing.
+    """
+    settings = Settings(database_url=url, _env_file=None)
+    db = create_engine(settings)
+    try:
+        began = time.perf_counter()
+        result = await verify.report(db, partition_count=settings.job_partitions)
+        seconds = time.perf_counter() - began
+    finally:
+        await db.dispose()
+    if not result["all_items_accounted"]:
+        raise ceiling.RowSetMismatch(
+            f"verify after a real run: {result['goals_missing']} goals missing, expected none"
+        )
+    say(f"verify: {seconds:.2f} s, nothing missing")
+    return {"seconds": round(seconds, 3), "goals_missing": result["goals_missing"]}
 
 
 async def rollback_run(cluster: Cluster, url: str, work: Path, options: Options, job: dict) -> dict:
@@ -298,6 +326,7 @@ async def _measure(
                     batch_size=DEFAULT_BATCH_SIZE,
                     expected=expected,
                     undo=options.extras and not dry_run and i == 0,
+                    check_verify=not dry_run,
                 )
             )
     # The dry run predicts the real run: with or without a ceiling, they must agree.
@@ -308,6 +337,7 @@ async def _measure(
     undo = reals[0].pop("rollback", None)
     real = min(reals, key=lambda r: r["seconds"])
     dry = min(drys, key=lambda r: r["seconds"])
+    verify_seconds = min(r["verify"]["seconds"] for r in reals)
     real_times = [r["seconds"] for r in reals]
     dry_times = [r["seconds"] for r in drys]
     sweep = [
@@ -352,6 +382,7 @@ async def _measure(
         "real_background_cores": [r["background_cores"] for r in reals],
         "dry": dry,
         "dry_runs": dry_times,
+        "verify_runs": [r["verify"]["seconds"] for r in reals],
         "sweep": sweep,
         "explain": [p.as_dict() for p in plans],
         "batches": plans
@@ -372,6 +403,7 @@ async def _measure(
             and round(items_per_second / (naive.items / naive.seconds), 1),
             "dry_vs_ceiling_time": best and round(dry["seconds"] / best.seconds, 3),
             "dry_vs_real_time": round(dry["seconds"] / real["seconds"], 3),
+            "verify_vs_ceiling_time": best and round(verify_seconds / best.seconds, 3),
             "rollback_vs_delete_time": undo and round(undo["seconds"] / undo["delete_seconds"], 3),
             "real_vs_ceiling_database_cpu": best
             and round(real["profile"]["backend_cpu_seconds"] / best.cpu_seconds, 3),

@@ -59,9 +59,22 @@ class Facts:
 
 
 class Cluster:
-    """An embedded PostgreSQL in a temporary directory, deleted when the process exits."""
+    """An embedded PostgreSQL in a temporary directory, deleted when the process exits.
 
-    def __init__(self, *, durable: bool = True, settings: dict[str, str] | None = None) -> None:
+    Or, with `server_url`, a server someone else runs (another PostgreSQL version, say), where
+    the bench may create and drop databases; its settings are then that server's own.
+    """
+
+    def __init__(
+        self,
+        *,
+        durable: bool = True,
+        settings: dict[str, str] | None = None,
+        server_url: str | None = None,
+    ) -> None:
+        if server_url:
+            self.server_url = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+            return
         root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
         # atexit runs last-registered first: the server's own cleanup (stop, delete its data)
         # runs before this removes the directory around it.

@@ -37,9 +37,15 @@ MIX_WORDS = {
 
 
 def server(result: dict) -> str:
-    """The settings the run's server was given beyond the stock ones ("" for none)."""
+    """The server beyond the embedded one with stock settings ("" for that one).
+
+    Another server (BENCH_DATABASE_URL) is named by its version; settings given are listed.
+    """
     settings = result["data"].get("server_settings") or {}
-    return ",".join(f"{name}={value}" for name, value in sorted(settings.items()))
+    parts = [f"{name}={value}" for name, value in sorted(settings.items())]
+    if result["data"].get("external_server"):
+        parts.insert(0, "PostgreSQL " + result["data"]["server_version"].split()[0])
+    return ",".join(parts)
 
 
 def key(mix: str, sessions: int, server_: str = "") -> str:

@@ -10,8 +10,11 @@ BENCH_CEILING (1; 0 leaves out the SQL ceiling and its row-set check, keeping th
 real runs create what dry runs predict),
 BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000),
 BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease)
-and BENCH_PG_SETTINGS (none: PostgreSQL's stock memory settings; a comma-separated list such as
-"shared_buffers=6GB,max_wal_size=8GB" sizes the server, as a deployment would).
+BENCH_PG_SETTINGS (none: PostgreSQL's stock memory settings; a comma-separated list such as
+"shared_buffers=6GB,max_wal_size=8GB" sizes the server, as a deployment would) and
+BENCH_DATABASE_URL (none: the embedded PostgreSQL; a postgresql:// URL of a superuser on another
+server on this machine, e.g. Debian's PostgreSQL 15, measures that server as it is configured:
+BENCH_DURABLE and BENCH_PG_SETTINGS then do not apply).
 """
 
 import asyncio
@@ -56,6 +59,7 @@ class Options:
     ceiling: bool
     quiet_wait: float
     server_settings: dict[str, str]
+    server_url: str | None = None
 
     @classmethod
     def from_env(cls) -> "Options":
@@ -73,6 +77,7 @@ class Options:
             ceiling=os.environ.get("BENCH_CEILING", "1") != "0",
             quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
             server_settings=_server_settings(os.environ.get("BENCH_PG_SETTINGS", "")),
+            server_url=os.environ.get("BENCH_DATABASE_URL") or None,
         )
 
 
@@ -271,7 +276,9 @@ async def explain_plans(cluster: Cluster, options: Options) -> list:
 
 async def measure_all(options: Options, work: Path) -> list[dict]:
     """Each data mix measured in turn on one server."""
-    cluster = Cluster(durable=options.durable, settings=options.server_settings)
+    cluster = Cluster(
+        durable=options.durable, settings=options.server_settings, server_url=options.server_url
+    )
     return [await measure(options, mix, cluster, work) for mix in options.mixes]
 
 
@@ -360,7 +367,8 @@ async def _measure(
         "seed": options.seed,
         "repeats": options.repeats,
         "default_batch_size": DEFAULT_BATCH_SIZE,
-        "data": asdict(facts) | {"server_settings": options.server_settings},
+        "data": asdict(facts)
+        | {"server_settings": options.server_settings, "external_server": bool(options.server_url)},
         "ceiling": best
         and {
             "seconds": round(best.seconds, 3),

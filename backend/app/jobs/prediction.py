@@ -2,7 +2,7 @@
 
 A real run may name the succeeded dry run an admin confirmed (`confirmed_from`). The id is kept
 in the run's `start` audit entry (store.create_job audits extra parameters), so the job tables
-need no column for it. Once the real run has
+need no column for it; queries.py reads it with the job. Once the real run has
 succeeded, its six statistics are compared with the dry run's: equal means the data did not
 change in between; otherwise `differences` says by how much each statistic moved.
 """
@@ -10,10 +10,9 @@ change in between; otherwise `differences` says by how much each statistic moved
 import uuid
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.jobs import queries, store
+from app.jobs import store
 from app.jobs.engine import STAT_NAMES
 
 
@@ -48,42 +47,23 @@ def compare(predicted: dict[str, int], actual: dict[str, int]) -> dict[str, int]
     return {n: actual[n] - predicted[n] for n in STAT_NAMES if actual[n] != predicted[n]}
 
 
-async def annotate(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The job rows with `confirmed_from` and `prediction` added where a run has them."""
-    ids = [r["id"] for r in rows if r["kind"] == "migrate" and not r["dry_run"]]
-    if not ids:
-        return rows
-    sources = dict(
-        (
-            await conn.execute(
-                text(
-                    "SELECT job_id, (details ->> 'confirmed_from')::uuid FROM migration_audit "
-                    "WHERE action = 'start' AND job_id = ANY(:ids) "
-                    "AND details ->> 'confirmed_from' IS NOT NULL"
-                ),
-                {"ids": ids},
-            )
-        ).all()
-    )
-    dry_runs = {}
-    for dry_id in set(sources.values()):
-        dry_runs[dry_id] = await queries.get_job(conn, job_id=dry_id)
-    annotated = []
-    for row in rows:
-        dry = dry_runs.get(sources.get(row["id"]))
-        if dry is not None:
-            predicted = {n: dry[n] for n in STAT_NAMES}
-            ended = row["status"] == "succeeded"
-            differences = compare(predicted, row) if ended else None
-            row = {
-                **row,
-                "confirmed_from": dry["id"],
-                "prediction": {
-                    "dry_run_id": dry["id"],
-                    "predicted": predicted,
-                    "matched": (not differences) if ended else None,
-                    "differences": differences,
-                },
-            }
-        annotated.append(row)
-    return annotated
+def annotate(row: dict[str, Any]) -> dict[str, Any]:
+    """The job row with its `prediction` made from the dry run it was confirmed from, if any.
+
+    queries.get_job and list_jobs read `confirmed_from` and that dry run's statistics
+    (`predicted`) in the same statement as the job.
+    """
+    predicted = row.pop("predicted", None)
+    if row.get("confirmed_from") is None or predicted is None:
+        return {**row, "confirmed_from": None, "prediction": None}
+    ended = row["status"] == "succeeded"
+    differences = compare(predicted, row) if ended else None
+    return {
+        **row,
+        "prediction": {
+            "dry_run_id": row["confirmed_from"],
+            "predicted": predicted,
+            "matched": (not differences) if ended else None,
+            "differences": differences,
+        },
+    }

@@ -9,17 +9,33 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.jobs.engine import STAT_NAMES
 from app.jobs.store import COUNTERS, ROLLED_BACK_SQL
+
+# A real run confirmed from a dry run (its id kept in the run's start audit entry) carries
+# that dry run's statistics, so a poll reads a job and its prediction in one statement.
+_PREDICTED = f"""LEFT JOIN LATERAL (
+    SELECT d.job_id AS dry_run_id,
+           jsonb_build_object({", ".join(f"'{n}', sum(d.{n})" for n in STAT_NAMES)}) AS predicted
+    FROM migration_audit AS a
+    JOIN migration_job_partitions AS d ON d.job_id = (a.details ->> 'confirmed_from')::uuid
+    WHERE a.job_id = j.id AND a.action = 'start' AND j.kind = 'migrate' AND NOT j.dry_run
+      AND a.details ->> 'confirmed_from' IS NOT NULL
+    GROUP BY d.job_id
+) AS c ON true"""
 
 _JOB_SELECT = f"""
 SELECT j.*,
        greatest(extract(epoch FROM clock_timestamp() - j.run_started_at), 0) AS run_seconds,
        greatest(extract(epoch FROM clock_timestamp() - j.heartbeat_at), 0)::float
            AS heartbeat_age_seconds,
-       {", ".join(f"coalesce(sum(p.{n}), 0)::bigint AS {n}" for n in COUNTERS)}
+       {", ".join(f"coalesce(sum(p.{n}), 0)::bigint AS {n}" for n in COUNTERS)},
+       c.dry_run_id AS confirmed_from, c.predicted
 FROM migration_jobs AS j
 LEFT JOIN migration_job_partitions AS p ON p.job_id = j.id
+{_PREDICTED}
 """
+_GROUP = " GROUP BY j.id, c.dry_run_id, c.predicted"
 
 
 async def get_job(conn: AsyncConnection, *, job_id: uuid.UUID) -> dict | None:
@@ -27,7 +43,7 @@ async def get_job(conn: AsyncConnection, *, job_id: uuid.UUID) -> dict | None:
     row = (
         (
             await conn.execute(
-                text(_JOB_SELECT + " WHERE j.id = :job_id GROUP BY j.id"), {"job_id": job_id}
+                text(_JOB_SELECT + " WHERE j.id = :job_id" + _GROUP), {"job_id": job_id}
             )
         )
         .mappings()
@@ -54,7 +70,8 @@ async def list_jobs(
         text(
             _JOB_SELECT
             + _job_filter(status, kind)
-            + " GROUP BY j.id ORDER BY j.created_at DESC, j.id LIMIT :limit OFFSET :offset"
+            + _GROUP
+            + " ORDER BY j.created_at DESC, j.id LIMIT :limit OFFSET :offset"
         ),
         {"limit": limit, "offset": offset, "status": status, "kind": kind},
     )

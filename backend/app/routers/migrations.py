@@ -22,6 +22,7 @@ from app.deps import (
 from app.jobs import engine, prediction, queries, store
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
+from app.models.migration_job import ACTIVE_STATUSES
 from app.schema import preflight
 
 router = APIRouter(
@@ -126,10 +127,38 @@ async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schem
     async with conn.begin():
         await recover_stale(conn, settings)
         row = await queries.get_job(conn, job_id=job_id)
-        rows = await prediction.annotate(conn, [row] if row else [])
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
-    return schemas.Job.from_row(rows[0], stale_after_seconds=settings.stale_after_seconds)
+    return schemas.Job.from_row(
+        prediction.annotate(row), stale_after_seconds=settings.stale_after_seconds
+    )
+
+
+async def _polled_job(db: EngineDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
+    """One job for a poll: one statement, no transaction.
+
+    The page and the command line poll every second while a run keeps both cores busy, and
+    every round trip then waits its turn for a core; a stale heartbeat is rare, so the job is
+    recovered (in a transaction of its own) only when the row read says it is stale.
+    """
+    async with db.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = await queries.get_job(conn, job_id=job_id)
+        if row is not None and _looks_stale(row, settings):
+            async with db.begin() as tx:
+                await recover_stale(tx, settings)
+            row = await queries.get_job(conn, job_id=job_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
+    return schemas.Job.from_row(
+        prediction.annotate(row), stale_after_seconds=settings.stale_after_seconds
+    )
+
+
+def _looks_stale(row: dict, settings: SettingsDep) -> bool:
+    return row["status"] in ACTIVE_STATUSES and (
+        row["heartbeat_age_seconds"] > settings.stale_after_seconds
+    )
 
 
 def _accepted(response: Response, job: schemas.Job) -> schemas.Job:
@@ -176,7 +205,7 @@ async def start_migration(
         pause_ms=pause_ms,
         max_errors=max_errors,
         requested_by=admin.sub,
-        # kept in the start audit entry, where prediction.annotate finds it
+        # kept in the start audit entry, where queries.get_job finds it
         **({"confirmed_from": confirmed_from} if confirmed_from else {}),
     )
     return _accepted(response, await _job(conn, settings, job_id))
@@ -194,7 +223,7 @@ async def list_jobs(
     async with conn.begin():
         await recover_stale(conn, settings)
         rows = await queries.list_jobs(conn, limit=limit, offset=offset, status=status, kind=kind)
-        rows = await prediction.annotate(conn, rows)
+        rows = [prediction.annotate(r) for r in rows]
         total = await queries.count_jobs(conn, status=status, kind=kind)
     stale_after = settings.stale_after_seconds
     return schemas.JobList(
@@ -224,8 +253,8 @@ async def preflight_report(conn: ConnDep):
 
 
 @router.get("/{job_id}", response_model=schemas.Job, responses=_NOT_FOUND, summary="One job")
-async def get_job(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
-    return await _job(conn, settings, job_id)
+async def get_job(job_id: uuid.UUID, db: EngineDep, settings: SettingsDep):
+    return await _polled_job(db, settings, job_id)
 
 
 @router.get(

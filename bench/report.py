@@ -340,7 +340,40 @@ def _engine_only_section(s: dict) -> list[str]:
             f"{_n(run['poll_p50_ms'], 1)} / {_n(run['poll_p99_ms'], 1)} / "
             f"{_n(run['poll_max_ms'], 1)} | {_n(run['rss_peak_mb'], 1)} |"
         )
-    return out + ["", f"Row sets: {s['checks']['row_sets']}", "", *_where_the_time_goes(s)]
+    return out + [
+        "",
+        f"Row sets: {s['checks']['row_sets']}",
+        "",
+        *_where_the_time_goes(s),
+        *_clinicians_section(s),
+    ]
+
+
+def _clinicians_section(s: dict) -> list[str]:
+    work = s.get("clinicians")
+    if not work:
+        return []
+    rows = [("no migration", work["idle"], None), ("during a real run, fixed batches",
+            work["fixed"], work["fixed"]["run_seconds"])]  # fmt: skip
+    out = [
+        "",
+        f"### What clinicians feel ({work['clients']} clients: read goals, read sessions, add a "
+        "goal, change a status)",
+        "",
+        "| while | requests | p50 ms | p99 ms | run seconds |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, latency, seconds in rows:
+        out.append(
+            f"| {label} | {latency['requests']:,} | {_n(latency['p50_ms'], 1)} | "
+            f"{_n(latency['p99_ms'], 1)} | {_n(seconds)} |"
+        )
+    out.append("")
+    out.append(
+        "p99 during the fixed-batch run / p99 with no migration: "
+        f"**{_n(work['p99_fixed_vs_idle'])}**."
+    )
+    return [*out, ""]
 
 
 def _size_section(s: dict) -> list[str]:
@@ -372,6 +405,7 @@ def _size_section(s: dict) -> list[str]:
         f"Row sets: {s['checks']['row_sets']}",
         "",
         *_where_the_time_goes(s),
+        *_clinicians_section(s),
         *_rollback_section(s),
         "### Batch-size sweep (real runs)",
         "",

@@ -9,12 +9,13 @@ rollback, measured at 1M: each needs one more copy of the database, long at 10M 
 BENCH_CEILING (1; 0 leaves out the SQL ceiling and its row-set check, keeping the check that
 real runs create what dry runs predict),
 BENCH_BATCH_SIZES (50,200,1000,5000: the real-run sweep), BENCH_FLOOR_SESSIONS (5000),
-BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease)
+BENCH_QUIET_WAIT (30: seconds each measurement may wait for other load on the machine to ease),
 BENCH_PG_SETTINGS (none: PostgreSQL's stock memory settings; a comma-separated list such as
-"shared_buffers=6GB,max_wal_size=8GB" sizes the server, as a deployment would) and
-BENCH_DATABASE_URL (none: the embedded PostgreSQL; a postgresql:// URL of a superuser on another
-server on this machine, e.g. Debian's PostgreSQL 15, measures that server as it is configured:
-BENCH_DURABLE and BENCH_PG_SETTINGS then do not apply).
+"shared_buffers=6GB,max_wal_size=8GB" sizes the server, as a deployment would),
+BENCH_CLINICIANS (1: the clinicians' workload alone and during a real run, with its latency;
+0 leaves it out) and BENCH_DATABASE_URL (none: the embedded PostgreSQL; a postgresql:// URL of
+a superuser on another server on this machine, e.g. Debian's PostgreSQL 15, measures that
+server as it is configured: BENCH_DURABLE and BENCH_PG_SETTINGS then do not apply).
 """
 
 import asyncio
@@ -37,7 +38,7 @@ from app.config import Settings
 from app.db import create_engine
 from app.jobs import verify
 from app.routers.migrations import DEFAULT_BATCH_SIZE
-from bench import api, buffers, ceiling, cpu, explain, floor, report, rollback
+from bench import api, buffers, ceiling, clinicians, cpu, explain, floor, report, rollback
 from bench.database import Cluster
 from bench.server import ServerFailed
 
@@ -60,6 +61,7 @@ class Options:
     quiet_wait: float
     server_settings: dict[str, str]
     server_url: str | None = None
+    clinicians: bool = True
 
     @classmethod
     def from_env(cls) -> "Options":
@@ -78,6 +80,7 @@ class Options:
             quiet_wait=float(os.environ.get("BENCH_QUIET_WAIT", "30")),
             server_settings=_server_settings(os.environ.get("BENCH_PG_SETTINGS", "")),
             server_url=os.environ.get("BENCH_DATABASE_URL") or None,
+            clinicians=os.environ.get("BENCH_CLINICIANS", "1") != "0",
         )
 
 
@@ -257,6 +260,36 @@ async def rollback_run(cluster: Cluster, url: str, work: Path, options: Options,
     }
 
 
+CLINICIANS_IDLE_SECONDS = 15
+
+
+async def clinicians_phase(cluster: Cluster, work: Path, options: Options) -> dict:
+    """The clinicians' latency with no migration, then during a real run with fixed batches."""
+    async with cluster.clone("clinicians_idle") as url:
+        await settle(options)
+        idle = await clinicians.idle(url, CLINICIANS_IDLE_SECONDS)
+    say(f"clinicians, no migration: p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms")
+    async with cluster.clone("clinicians_fixed") as url:
+        await settle(options)
+        async with clinicians.Workload(url) as workload:
+            await asyncio.sleep(2)
+            window = workload.measure()
+            run = await api.run_job(
+                url, dry_run=False, batch_size=DEFAULT_BATCH_SIZE, log_dir=work, label="fixed"
+            )
+            during = window.summary()
+    say(
+        f"clinicians, during a fixed-batch run ({run.seconds:.2f} s): p50 {during['p50_ms']} "
+        f"ms, p99 {during['p99_ms']} ms"
+    )
+    return {
+        "clients": clinicians.CLIENTS,
+        "idle": idle,
+        "fixed": {**during, "run_seconds": round(run.seconds, 3), "batch_size": run.batch_size},
+        "p99_fixed_vs_idle": round(during["p99_ms"] / idle["p99_ms"], 2),
+    }
+
+
 async def explain_plans(cluster: Cluster, options: Options) -> list:
     """EXPLAIN (ANALYZE, BUFFERS) of engine batches, early and late in a run, and the ceiling."""
     async with cluster.clone("explain") as url:
@@ -356,6 +389,7 @@ async def _measure(
         for size in options.batch_sizes
     ]
     plans = await explain_plans(cluster, options) if options.extras else []
+    workload = await clinicians_phase(cluster, work, options) if options.clinicians else None
     partitions = Settings.model_fields["job_partitions"].default
     estimated = -(-facts.candidate_sessions // DEFAULT_BATCH_SIZE)
     statement_seconds = estimated * plans[0].execution_ms / 1000 if plans else None
@@ -393,6 +427,7 @@ async def _measure(
         "verify_runs": [r["verify"]["seconds"] for r in reals],
         "sweep": sweep,
         "explain": [p.as_dict() for p in plans],
+        "clinicians": workload,
         "batches": plans
         and {
             "with_goals": real["batches_with_goals"],

@@ -49,11 +49,9 @@ _NEW = "A new value for the rest of the job (recorded in its audit trail)"
 _START_CONFLICT = {
     409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady | schemas.Problem}
 }
+# Acting on a job also meets its state; rolling back (or resuming a rollback) meets the later
+# runs that rely on the targets' goals.
 _JOB_CONFLICT = {
-    409: {"model": schemas.ActiveJobConflict | schemas.SchemaNotReady | schemas.Problem}
-}
-# Rolling back also meets later runs that rely on the targets' goals.
-_ROLLBACK_CONFLICT = {
     409: {
         "model": schemas.ActiveJobConflict
         | schemas.SchemaNotReady
@@ -386,7 +384,7 @@ _JOB_IDS_PATTERN = rf"^ *{_UUID} *(, *{_UUID} *)*$"
     "/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_ROLLBACK_CONFLICT},
+    responses={**_NOT_FOUND, **_JOB_CONFLICT},
     summary="Take back the goals of several migration jobs in one rollback (a dry run unless "
     "dry_run=false)",
 )
@@ -450,7 +448,7 @@ def _job_ids(value: str) -> list[uuid.UUID]:
     "/{job_id}/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Job,
-    responses={**_NOT_FOUND, **_ROLLBACK_CONFLICT},
+    responses={**_NOT_FOUND, **_JOB_CONFLICT},
     summary="Delete the goals this job created, keeping those changed since (a dry run unless "
     "dry_run=false)",
 )

@@ -199,3 +199,12 @@ def test_the_key_set_comes_over_https_unless_from_this_machine(url, ok):
 def test_claim_paths_must_name_a_claim(path):
     with pytest.raises(ConfigError, match="^OIDC_ROLES_CLAIM: must be a claim name"):
         load(**OIDC, oidc_roles_claim=path)
+
+
+def test_app_in_oidc_mode_starts_without_a_secret_and_refuses_one_slipped_in():
+    from app.main import create_app
+
+    settings = load(**OIDC)
+    assert create_app(settings) is not None  # nothing fetched or connected yet
+    with pytest.raises(ConfigError, match="AUTH_MODE=oidc, but JWT_SECRET is set"):
+        create_app(settings.model_copy(update={"jwt_secret": GOOD}))

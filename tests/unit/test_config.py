@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from app.config import ConfigError, load_settings, normalize_database_url
+from app.auth import main as auth_main
+from app.config import ConfigError, Settings, load_settings, normalize_database_url
 
 GOOD = "x" * 32
 
@@ -208,3 +209,13 @@ def test_app_in_oidc_mode_starts_without_a_secret_and_refuses_one_slipped_in():
     assert create_app(settings) is not None  # nothing fetched or connected yet
     with pytest.raises(ConfigError, match="AUTH_MODE=oidc, but JWT_SECRET is set"):
         create_app(settings.model_copy(update={"jwt_secret": GOOD}))
+
+
+def test_token_command_refuses_in_oidc_mode(monkeypatch, capsys):
+    for name, value in OIDC.items():
+        monkeypatch.setenv(name.upper(), value)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)  # make run's JWT_SECRET
+    assert auth_main(["token", "--sub", "ops-1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("AUTH_MODE=oidc: admin tokens come from the identity provider")

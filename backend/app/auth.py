@@ -2,7 +2,8 @@
 
 The token goes to stdout alone, so `TOKEN=$(python -m app.auth token ...)` captures just it;
 its expiry goes to stderr. The subject is recorded on every job and audit entry the token
-starts, so it must name someone; a TTL over 24 h needs --allow-long-ttl.
+starts, so it must name someone; a TTL over 24 h needs --allow-long-ttl. With AUTH_MODE=oidc it
+refuses: tokens then come from the identity provider.
 """
 
 import argparse
@@ -61,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(require_database=False)
+        if settings.auth_mode == "oidc":
+            print(
+                "AUTH_MODE=oidc: admin tokens come from the identity provider, not from here\n"
+                "Sign in there and use its access token (it must carry "
+                f"{settings.oidc_admin_role!r} in its {settings.oidc_roles_claim} claim)",
+                file=sys.stderr,
+            )
+            return 2
         secret = settings.require_jwt_secret()
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -3,16 +3,25 @@
 The app reads them once, when create_app() runs, and hands them on through app.state.
 """
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BACKEND_DIR = Path(__file__).resolve().parent.parent
 ENV_FILE = BACKEND_DIR / ".env"
 
 _DRIVER_PREFIXES = ("postgresql+asyncpg://", "postgresql://", "postgres://")
+
+# Public-key algorithms only: an HS* token would be checked against a shared secret, and with
+# the provider's public key taken as that secret anyone could sign one (algorithm confusion).
+PUBLIC_KEY_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+)  # fmt: skip
+_OIDC_REQUIRED = ("oidc_jwks_url", "oidc_issuer", "oidc_audience")
 
 
 class ConfigError(Exception):
@@ -61,6 +70,22 @@ class Settings(BaseSettings):
     # When set, tokens must carry this aud / iss claim, and minted tokens do.
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # How admins sign in: "secret" (HS256 tokens signed with JWT_SECRET, minted by
+    # `python -m app.auth token`) or "oidc" (the identity provider's access tokens, checked
+    # against its published keys). One or the other: check_auth_mode() refuses a mix.
+    auth_mode: Literal["secret", "oidc"] = "secret"
+    oidc_jwks_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256", "ES256")
+    # A claim name, or a dot path into nested claims (Keycloak: realm_access.roles).
+    oidc_roles_claim: str = "roles"
+    oidc_admin_role: str = "admin"
+    oidc_subject_claim: str = "sub"
+    # The key set is fetched again once this old; a token naming a key it lacks makes it
+    # fetch again at most once per oidc_jwks_refetch_seconds, as does a retry after a failure.
+    oidc_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    oidc_jwks_refetch_seconds: float = Field(default=10.0, ge=0)
 
     @property
     def idle_in_transaction_seconds(self) -> float:
@@ -76,6 +101,54 @@ class Settings(BaseSettings):
     @classmethod
     def _optional_claim(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("oidc_issuer", "oidc_audience", "oidc_jwks_url")
+    @classmethod
+    def _optional_oidc(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"must be an https:// URL (got {value[:40]!r})")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            # Whoever can change the key set in transit can sign admin tokens.
+            raise ValueError("must be https:// (plain http only to this machine, for tests)")
+        return value
+
+    @field_validator("oidc_algorithms", mode="before")
+    @classmethod
+    def _algorithms(cls, value) -> tuple[str, ...]:
+        names = value.split(",") if isinstance(value, str) else list(value)
+        names = [name.strip() for name in names if name.strip()]
+        if not names:
+            raise ValueError("names no algorithm (e.g. RS256,ES256)")
+        for name in names:
+            if name not in PUBLIC_KEY_ALGORITHMS:
+                raise ValueError(
+                    f"{name!r} is refused: only the provider's public-key algorithms are "
+                    f"accepted ({', '.join(PUBLIC_KEY_ALGORITHMS)}), never HS* or none"
+                )
+        return tuple(dict.fromkeys(names))
+
+    @field_validator("oidc_roles_claim", "oidc_subject_claim")
+    @classmethod
+    def _claim_path(cls, value: str) -> str:
+        value = value.strip()
+        if not value or value != value.strip(".") or ".." in value:
+            raise ValueError("must be a claim name or a dot path such as realm_access.roles")
+        return value
+
+    @field_validator("oidc_admin_role")
+    @classmethod
+    def _admin_role(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the role that makes an admin (default admin)")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod
@@ -102,6 +175,57 @@ class Settings(BaseSettings):
             )
         return self.jwt_secret
 
+    def check_auth_mode(self) -> None:
+        """ConfigError unless the settings describe exactly one way of signing in."""
+        oidc_set = sorted(
+            name.upper()
+            for name in self.model_fields_set
+            if name.startswith("oidc_") and getattr(self, name) is not None
+        )
+        if self.auth_mode == "secret":
+            if oidc_set:
+                raise ConfigError(
+                    f"{_are_set(oidc_set)}, but AUTH_MODE is secret (the default)\n"
+                    "Set AUTH_MODE=oidc to sign in with the identity provider, "
+                    "or remove the OIDC_* settings to use JWT_SECRET tokens"
+                )
+            return
+        secret_set = [
+            name
+            for name, value in (
+                ("JWT_SECRET", self.jwt_secret),
+                ("JWT_AUDIENCE", self.jwt_audience),
+                ("JWT_ISSUER", self.jwt_issuer),
+            )
+            if value
+        ]
+        if secret_set:
+            raise ConfigError(
+                f"AUTH_MODE=oidc, but {_are_set(secret_set)}: a deployment signs in one way\n"
+                f"Remove {', '.join(secret_set)} from the environment and {ENV_FILE} "
+                "(make run writes JWT_SECRET there), or unset AUTH_MODE to use JWT_SECRET tokens"
+            )
+        missing = [name.upper() for name in _OIDC_REQUIRED if not getattr(self, name)]
+        if missing:
+            raise ConfigError(
+                f"AUTH_MODE=oidc needs {', '.join(missing)}\n"
+                "Set OIDC_JWKS_URL (the provider's key set), OIDC_ISSUER (its tokens' iss) and "
+                "OIDC_AUDIENCE (the aud its tokens carry for this service); see docs/API.md"
+            )
+
+
+def _are_set(names: list[str]) -> str:
+    return f"{names[0]} is set" if len(names) == 1 else f"{', '.join(names)} are set"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def load_settings(*, require_database: bool = True, **overrides) -> Settings:
     """Build Settings, turning validation failures into one ConfigError for the operator."""
@@ -112,6 +236,7 @@ def load_settings(*, require_database: bool = True, **overrides) -> Settings:
         field = str(first["loc"][0]).upper() if first["loc"] else "settings"
         message = str(first.get("ctx", {}).get("error") or first["msg"])
         raise ConfigError(f"{field}: {message}") from None
+    settings.check_auth_mode()
     if require_database and not settings.database_url:
         raise ConfigError(
             "DATABASE_URL not found in environment\n"

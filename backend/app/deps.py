@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app import security
+from app import oidc, security
 from app.config import Settings
 from app.jobs.runner import JobRunner
 
@@ -38,7 +38,11 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 
 # auto_error=False: we answer 401 with WWW-Authenticate ourselves, for every failure alike.
-_bearer = HTTPBearer(auto_error=False, description="HS256 JWT with sub, role and exp")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="AUTH_MODE=secret: an HS256 JWT with sub, role and exp, signed with JWT_SECRET. "
+    "AUTH_MODE=oidc: the identity provider's access token (RS256/ES256, checked with its JWKS).",
+)
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -48,29 +52,53 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def current_principal(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> security.Principal:
-    """The caller, from the Authorization header only (never query strings or cookies)."""
+    """The caller, from the Authorization header only (never query strings or cookies).
+
+    A plain `def`: FastAPI runs it in a worker thread, where fetching the provider's keys
+    (blocking urllib, up to oidc.FETCH_TIMEOUT_SECONDS) holds up no other request.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing bearer token")
     try:
+        if settings.auth_mode == "oidc":
+            return oidc.verify(
+                credentials.credentials, keys=request.app.state.oidc_keys, settings=settings
+            )
         return security.verify(
             credentials.credentials,
             secret=settings.require_jwt_secret(),
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         )
+    except oidc.TokenRefused as exc:
+        raise _unauthorized(str(exc)) from None
     except security.InvalidToken:
         raise _unauthorized("invalid or expired token") from None
+    except oidc.KeysUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=oidc.UNAVAILABLE,
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
 
 
 def require_admin(
+    settings: SettingsDep,
     principal: Annotated[security.Principal, Depends(current_principal)],
 ) -> security.Principal:
-    """Only role 'admin' passes."""
+    """Only role 'admin' passes (with AUTH_MODE=oidc: OIDC_ADMIN_ROLE in OIDC_ROLES_CLAIM)."""
     if principal.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admin role required")
+        detail = "admin role required"
+        if settings.auth_mode == "oidc":
+            detail += (
+                f": the token's {settings.oidc_roles_claim} claim "
+                f"does not hold {settings.oidc_admin_role!r}"
+            )
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
     return principal
 
 

@@ -70,6 +70,12 @@ def listen(port: int) -> socket.socket:
 
 def _ensure_jwt_secret() -> None:
     settings = load_settings(require_database=False)
+    if settings.auth_mode == "oidc":
+        # It would write a JWT_SECRET beside the OIDC settings, which the app then refuses.
+        raise Refused(
+            "make run signs in with its own JWT_SECRET tokens, but AUTH_MODE=oidc is set; "
+            "unset AUTH_MODE for make run (deployments behind the sign-in: see docs/API.md)"
+        )
     if settings.jwt_secret:
         return
     with ENV_FILE.open("a") as env:

@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 
-from app import admin_page, http_errors
+from app import admin_page, http_errors, oidc
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
 from app.jobs import retention, store
@@ -37,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; settings are read now unless given (tests pass their own)."""
     if settings is None:
         settings = load_settings()
-    settings.require_jwt_secret()
+    settings.check_auth_mode()
+    if settings.auth_mode == "secret":
+        settings.require_jwt_secret()
     _configure_logging()
 
     @asynccontextmanager
@@ -46,6 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = engine
         app.state.runner = JobRunner(engine, settings)
+        app.state.oidc_keys = None
+        if settings.auth_mode == "oidc":
+            app.state.oidc_keys = oidc.build_keys(settings)
+            await _warm(app.state.oidc_keys, settings)
         try:
             async with engine.begin() as conn:
                 await recover_stale(conn, settings)
@@ -76,6 +83,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     http_errors.install(app)
     admin_page.mount(app)
     return app
+
+
+async def _warm(keys: oidc.KeySet, settings: Settings) -> None:
+    """Fetch the provider's keys now, so the first request need not; a failure is only logged."""
+    try:
+        count = await run_in_threadpool(keys.check)
+    except oidc.KeysUnavailable:
+        log.error("sign-in key set unreachable at start-up; /ready says so until it is fetched")
+        return
+    log.info("sign-in with %s: %d signing keys", settings.oidc_issuer, count)
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -1,16 +1,31 @@
 """Settings: the URL forms we accept, and clear refusals for what we cannot use."""
 
+import os
+
 import pytest
 
-from app.config import ConfigError, load_settings, normalize_database_url
+from app.auth import main as auth_main
+from app.config import ConfigError, Settings, load_settings, normalize_database_url
 
 GOOD = "x" * 32
 
 
+OIDC = {
+    "database_url": "postgresql://u@db/goals",
+    "auth_mode": "oidc",
+    "oidc_jwks_url": "https://sso.example.com/realms/clinic/protocol/openid-connect/certs",
+    "oidc_issuer": "https://sso.example.com/realms/clinic",
+    "oidc_audience": "goal-migration",
+}
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("DATABASE_URL", "JWT_SECRET", "JOB_PARTITIONS"):
+    for name in ("DATABASE_URL", "JWT_SECRET", "JOB_PARTITIONS", "JWT_AUDIENCE", "JWT_ISSUER"):
         monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("OIDC_") or name == "AUTH_MODE":
+            monkeypatch.delenv(name)
 
 
 def load(**kw):
@@ -87,3 +102,120 @@ def test_app_refuses_to_start_without_a_secret():
 
     with pytest.raises(ConfigError, match="JWT_SECRET"):
         create_app(load(database_url="postgresql://u@db/goals"))
+
+
+def test_secret_mode_is_the_default_and_oidc_settings_have_defaults():
+    settings = load(database_url="postgresql://u@db/goals", jwt_secret=GOOD)
+    assert settings.auth_mode == "secret"
+    oidc = load(**OIDC)
+    assert oidc.oidc_algorithms == ("RS256", "ES256")
+    assert (oidc.oidc_roles_claim, oidc.oidc_admin_role, oidc.oidc_subject_claim) == (
+        "roles",
+        "admin",
+        "sub",
+    )
+
+
+def test_oidc_settings_from_the_environment(monkeypatch):
+    for name, value in OIDC.items():
+        monkeypatch.setenv(name.upper(), value)
+    monkeypatch.setenv("OIDC_ALGORITHMS", " RS256 , PS256,RS256")
+    monkeypatch.setenv("OIDC_ROLES_CLAIM", "realm_access.roles")
+    monkeypatch.setenv("OIDC_SUBJECT_CLAIM", "preferred_username")
+    settings = load_settings(require_database=False, _env_file=None)
+    assert settings.auth_mode == "oidc"
+    assert settings.oidc_algorithms == ("RS256", "PS256")
+    assert settings.oidc_roles_claim == "realm_access.roles"
+    assert settings.oidc_subject_claim == "preferred_username"
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({**OIDC, "jwt_secret": GOOD}, "AUTH_MODE=oidc, but JWT_SECRET is set"),
+        ({**OIDC, "jwt_audience": "x", "jwt_issuer": "y"}, "but JWT_AUDIENCE, JWT_ISSUER are set"),
+        ({"auth_mode": "oidc"}, "AUTH_MODE=oidc needs OIDC_JWKS_URL, OIDC_ISSUER, OIDC_AUDIENCE"),
+        ({**OIDC, "oidc_audience": " "}, "AUTH_MODE=oidc needs OIDC_AUDIENCE\n"),
+        ({"oidc_issuer": OIDC["oidc_issuer"]}, "OIDC_ISSUER is set, but AUTH_MODE is secret"),
+        (
+            {"jwt_secret": GOOD, "oidc_roles_claim": "roles", "oidc_algorithms": "RS256"},
+            "OIDC_ALGORITHMS, OIDC_ROLES_CLAIM are set, but AUTH_MODE is secret",
+        ),
+        ({"auth_mode": "sso"}, "AUTH_MODE: Input should be 'secret' or 'oidc'"),
+    ],
+    ids=[
+        "oidc-with-secret",
+        "oidc-with-jwt-claims",
+        "oidc-without-provider",
+        "oidc-blank-audience",
+        "secret-with-oidc",
+        "secret-with-defaults-restated",
+        "unknown-mode",
+    ],
+)
+def test_one_way_of_signing_in_or_a_clear_refusal(given, says):
+    with pytest.raises(ConfigError) as err:
+        load(**{"database_url": "postgresql://u@db/goals", **given})
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "says"),
+    [
+        ("HS256", "'HS256' is refused"),
+        ("RS256,HS512", "'HS512' is refused"),
+        ("none", "'none' is refused"),
+        ("RS257", "'RS257' is refused"),
+        (" , ", "names no algorithm (e.g. RS256,ES256)"),
+    ],
+)
+def test_shared_secret_and_unknown_algorithms_are_refused(algorithms, says):
+    with pytest.raises(ConfigError) as err:
+        load(**OIDC, oidc_algorithms=algorithms)
+    assert str(err.value).startswith("OIDC_ALGORITHMS: ")
+    assert says in str(err.value)
+    assert "never HS* or none" in str(err.value) or "names no" in says
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://sso.example.com/certs", True),
+        ("http://127.0.0.1:8080/certs", True),
+        ("http://localhost/certs", True),
+        ("http://sso.example.com/certs", False),
+        ("file:///etc/passwd", False),
+        ("sso.example.com/certs", False),
+    ],
+)
+def test_the_key_set_comes_over_https_unless_from_this_machine(url, ok):
+    if ok:
+        assert load(**{**OIDC, "oidc_jwks_url": url}).oidc_jwks_url == url
+        return
+    with pytest.raises(ConfigError, match="^OIDC_JWKS_URL: must be"):
+        load(**{**OIDC, "oidc_jwks_url": url})
+
+
+@pytest.mark.parametrize("path", ["", "realm_access.", ".roles", "realm_access..roles"])
+def test_claim_paths_must_name_a_claim(path):
+    with pytest.raises(ConfigError, match="^OIDC_ROLES_CLAIM: must be a claim name"):
+        load(**OIDC, oidc_roles_claim=path)
+
+
+def test_app_in_oidc_mode_starts_without_a_secret_and_refuses_one_slipped_in():
+    from app.main import create_app
+
+    settings = load(**OIDC)
+    assert create_app(settings) is not None  # nothing fetched or connected yet
+    with pytest.raises(ConfigError, match="AUTH_MODE=oidc, but JWT_SECRET is set"):
+        create_app(settings.model_copy(update={"jwt_secret": GOOD}))
+
+
+def test_token_command_refuses_in_oidc_mode(monkeypatch, capsys):
+    for name, value in OIDC.items():
+        monkeypatch.setenv(name.upper(), value)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)  # make run's JWT_SECRET
+    assert auth_main(["token", "--sub", "ops-1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("AUTH_MODE=oidc: admin tokens come from the identity provider")

@@ -60,6 +60,20 @@ def test_an_unreachable_database_url_in_backend_env_is_one_clear_message(
     assert not (tmp_path / "data" / "postgres").exists()  # the embedded one was left alone
 
 
+def test_oidc_mode_is_refused_before_a_secret_is_written(tmp_path, env_file, monkeypatch, capsys):
+    monkeypatch.delenv("JWT_SECRET")
+    monkeypatch.setenv("AUTH_MODE", "oidc")
+    monkeypatch.setenv("OIDC_JWKS_URL", "https://sso.example.com/certs")
+    monkeypatch.setenv("OIDC_ISSUER", "https://sso.example.com")
+    monkeypatch.setenv("OIDC_AUDIENCE", "goal-migration")
+    code = devserver.main(["--port", "0", "--data-dir", str(tmp_path / "data")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("make run signs in with its own JWT_SECRET tokens, but AUTH_MODE=oidc")
+    assert env_file.read_text() == ""  # no JWT_SECRET beside the OIDC settings
+    assert not (tmp_path / "data").exists()
+
+
 def _source(env_path, **environment) -> subprocess.CompletedProcess:
     script = f'. {env_path}; printf "%s|%s" "${{DATABASE_URL:-}}" "$TOKEN"'
     return subprocess.run(

@@ -5,8 +5,9 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
-from app import http_errors, schemas
+from app import http_errors, oidc, schemas
 from app.schema import preflight
 
 router = APIRouter(tags=["operations"])
@@ -23,7 +24,8 @@ async def health():
     "/ready",
     response_model=schemas.Readiness,
     responses={503: {"model": schemas.Readiness}},
-    summary="The database is reachable and its schema at this code's head",
+    summary="The database is reachable and its schema at this code's head "
+    "(and with AUTH_MODE=oidc, the sign-in key set can be fetched)",
 )
 async def ready(request: Request):
     try:
@@ -36,6 +38,13 @@ async def ready(request: Request):
         return _unavailable(http_errors.classify(exc) or http_errors.UNREACHABLE)
     if problems:
         return _unavailable(http_errors.NOT_MIGRATED)
+    keys = request.app.state.oidc_keys
+    if keys is not None:
+        try:
+            # Cached keys answer at once; else one fetch, in a thread, bounded by its timeout.
+            await run_in_threadpool(keys.check)
+        except oidc.KeysUnavailable:
+            return _unavailable(oidc.UNAVAILABLE)
     return {"status": "ready", "detail": None}
 
 

@@ -35,7 +35,11 @@ router = APIRouter(
         # Every route answers 422 for an unknown parameter (reject_unknown_input), also those
         # without parameters; one definition for all, as FastAPI adds none where this one is.
         422: {"model": schemas.ValidationProblem, "description": "Validation Error"},
-        503: {"model": schemas.Problem, "description": "The database is unreachable or busy"},
+        503: {
+            "model": schemas.Problem,
+            "description": "The database is unreachable or busy, "
+            "or (AUTH_MODE=oidc) the sign-in key set cannot be fetched",
+        },
     },
 )
 

@@ -64,7 +64,7 @@ function signedIn() {
   signin.hidden = true;
   nav.hidden = false;
   who.hidden = false;
-  $("who-sub").textContent = claims.sub || "(no subject)";
+  $("who-sub").textContent = claims.who || "(no subject)";
   $("who-exp").textContent = claims.exp ? `token expires ${when(claims.exp * 1000)}` : "token has no expiry";
   if (expiryCheck) clearInterval(expiryCheck);
   expiryCheck = setInterval(() => {

@@ -1,5 +1,8 @@
 // The admin token: kept in sessionStorage only (gone with the tab), sent as a Bearer header.
 // Its payload is decoded here only to show who is signed in and until when; the API verifies it.
+// Either kind works: the service's own (sub, role, exp) or the identity provider's access token,
+// whose sub is often an opaque id beside a preferred_username or email, and whose role sits in
+// a claim the page does not need to know (the API decides).
 
 const KEY = "goal-migration.admin-token";
 
@@ -28,8 +31,9 @@ export function claimsOf(token) {
   } catch {
     throw new Error("This token's payload cannot be read; copy the whole token.");
   }
+  const named = (value) => typeof value === "string" && value.trim() !== "";
   return {
-    sub: typeof claims.sub === "string" ? claims.sub : "",
+    who: [claims.preferred_username, claims.email, claims.sub].find(named) || "",
     exp: typeof claims.exp === "number" ? claims.exp : null,
   };
 }

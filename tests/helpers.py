@@ -204,9 +204,11 @@ async def sessions_with_items(db: AsyncEngine, limit: int) -> list[uuid.UUID]:
     async with db.connect() as conn:
         rows = await conn.execute(
             text(
+                # CASE, not AND: PostgreSQL may evaluate AND's operands in any order, and
+                # jsonb_array_length raises on anything but an array.
                 "SELECT id FROM therapy_sessions "
-                "WHERE jsonb_typeof(extracted_notes -> 'action_items') = 'array' "
-                "AND jsonb_array_length(extracted_notes -> 'action_items') > 0 "
+                "WHERE CASE WHEN jsonb_typeof(extracted_notes -> 'action_items') = 'array' "
+                "THEN jsonb_array_length(extracted_notes -> 'action_items') > 0 END "
                 "ORDER BY id LIMIT :limit"
             ),
             {"limit": limit},

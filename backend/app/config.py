@@ -4,6 +4,7 @@ The app reads them once, when create_app() runs, and hands them on through app.s
 """
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     # When set, tokens must carry this aud / iss claim, and minted tokens do.
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # text: the lines make run prints; json: one JSON object per line (app/logs.py).
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def idle_in_transaction_seconds(self) -> float:
@@ -76,6 +79,11 @@ class Settings(BaseSettings):
     @classmethod
     def _optional_claim(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

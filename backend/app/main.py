@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from app import admin_page, http_errors
+from app import admin_page, http_errors, logs
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
 from app.jobs import retention, store
@@ -23,22 +23,13 @@ from app.schema import preflight
 log = logging.getLogger("app")
 
 
-def _configure_logging() -> None:
-    """Our loggers print beside uvicorn's; they carry ids and counts, never clinical text."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; settings are read now unless given (tests pass their own)."""
     if settings is None:
         settings = load_settings()
     settings.require_jwt_secret()
-    _configure_logging()
+    # Our lines carry ids and counts, never clinical text (app/logs.py).
+    logs.configure(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -50,7 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with engine.begin() as conn:
                 await recover_stale(conn, settings)
         except (OSError, DBAPIError) as exc:
-            log.error("database not usable at start-up: %s", http_errors.classify(exc) or exc)
+            log.error(
+                "database not usable at start-up: %s",
+                http_errors.classify(exc) or exc,
+                extra=logs.event("app.database_unavailable_at_startup", **logs.failure(exc)),
+            )
         await retention.purge(engine, settings)  # before the first request can read a preview
         purger = asyncio.create_task(retention.purge_periodically(engine, settings))
         yield

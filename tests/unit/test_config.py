@@ -87,3 +87,12 @@ def test_app_refuses_to_start_without_a_secret():
 
     with pytest.raises(ConfigError, match="JWT_SECRET"):
         create_app(load(database_url="postgresql://u@db/goals"))
+
+
+def test_log_format_from_the_environment(monkeypatch):
+    assert load(database_url="postgresql://u@db/goals").log_format == "text"
+    monkeypatch.setenv("LOG_FORMAT", " JSON ")
+    assert load(database_url="postgresql://u@db/goals").log_format == "json"
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match="LOG_FORMAT: Input should be 'text' or 'json'"):
+        load(database_url="postgresql://u@db/goals")

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # When set, tokens must carry this aud / iss claim, and minted tokens do.
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # Prometheus metrics (METRICS=on|off) at /metrics on the app, or, with METRICS_PORT, on a
+    # server of their own on METRICS_HOST:METRICS_PORT (0: any free port) and not on the app.
+    metrics: bool = True
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
     # text: the lines make run prints; json: one JSON object per line (app/logs.py).
     log_format: Literal["text", "json"] = "text"
 
@@ -79,6 +84,12 @@ class Settings(BaseSettings):
     @classmethod
     def _optional_claim(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port(cls, value: object) -> object:
+        # METRICS_PORT= (empty) means none: metrics stay on the app.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_format", mode="before")
     @classmethod

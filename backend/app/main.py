@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from app import admin_page, http_errors, logs
+from app import admin_page, http_errors, logs, metrics
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
 from app.jobs import retention, store
@@ -36,7 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = database.create_engine(settings)
         app.state.settings = settings
         app.state.db = engine
-        app.state.runner = JobRunner(engine, settings)
+        app.state.metrics = metrics.Metrics() if settings.metrics else None
+        observe = app.state.metrics.observe_batch if app.state.metrics else None
+        app.state.runner = JobRunner(engine, settings, on_batch=observe)
+        app.state.metrics_exporter = _export_metrics(app.state.metrics, engine, settings)
         try:
             async with engine.begin() as conn:
                 await recover_stale(conn, settings)
@@ -53,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with suppress(asyncio.CancelledError):
             await purger
         await app.state.runner.shutdown()
+        if app.state.metrics_exporter:
+            await asyncio.to_thread(app.state.metrics_exporter.close)
         await engine.dispose()
 
     app = FastAPI(
@@ -63,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
+    if settings.metrics and settings.metrics_port is None:
+        app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(migrations.router)
     app.add_exception_handler(store.ActiveJobExists, migrations.active_job_conflict)
     app.add_exception_handler(store.JobStateError, migrations.job_state_conflict)
@@ -71,6 +78,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     http_errors.install(app)
     admin_page.mount(app)
     return app
+
+
+def _export_metrics(
+    recorder: metrics.Metrics | None, engine, settings: Settings
+) -> metrics.Exporter | None:
+    """With METRICS_PORT, serve the metrics there; a port that cannot be had is logged."""
+    if recorder is None or settings.metrics_port is None:
+        return None
+    try:
+        exporter = metrics.Exporter(
+            recorder, engine, host=settings.metrics_host, port=settings.metrics_port
+        )
+    except OSError as exc:
+        log.error(
+            "metrics not served: cannot listen on %s:%s (%s)",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc.strerror or type(exc).__name__,
+            extra=logs.event(
+                "metrics.port_unavailable",
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+                error_class=type(exc).__name__,
+            ),
+        )
+        return None
+    log.info(
+        "metrics served at http://%s:%d/metrics",
+        settings.metrics_host,
+        exporter.port,
+        extra=logs.event("metrics.serving", host=settings.metrics_host, port=exporter.port),
+    )
+    return exporter
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -59,6 +59,7 @@ class BatchEvent:
     partition: int
     stats: dict[str, int]
     report: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0  # the attempt that committed, from its start to its commit
 
 
 @dataclass
@@ -393,6 +394,7 @@ class _Batch:
     stats: dict[str, int] = field(default_factory=dict)
     report: list[dict[str, Any]] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Partition) -> None:
@@ -414,6 +416,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
 
     async def one_batch() -> _Batch:
         nonlocal cursor, in_doubt, conn
+        started = time.monotonic()
         if conn is None:
             conn = await db.connect()
         try:
@@ -444,6 +447,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
             conn = None
             raise
         in_doubt = False
+        batch.seconds = time.monotonic() - started
         return batch
 
     try:
@@ -455,7 +459,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                 _log_failed(job["id"], batch.failed, part.number)
             run.errors[part.number] = known["errors"] - run.errors_at_start[part.number]
             if batch.cursor is not None and run.on_batch:
-                run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report))
+                run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report, batch.seconds))
             if batch.job_status == "cancelling":
                 run.halt(Stop.CANCEL)
             if run.errors_this_run > job["max_errors"]:
@@ -665,9 +669,15 @@ class JobRunner:
     Jobs take ids and open their own connections; nothing from a request outlives it.
     """
 
-    def __init__(self, db: AsyncEngine, settings: Settings):
+    def __init__(
+        self,
+        db: AsyncEngine,
+        settings: Settings,
+        on_batch: Callable[[BatchEvent], None] | None = None,
+    ):
         self.db = db
         self.settings = settings
+        self.on_batch = on_batch  # hears every batch this process commits (app.metrics)
         self.stopping = asyncio.Event()
         self.tasks: dict[asyncio.Task, tuple[uuid.UUID, uuid.UUID]] = {}
 
@@ -684,7 +694,14 @@ class JobRunner:
 
     def _launch(self, job_id: uuid.UUID, token: uuid.UUID) -> None:
         task = asyncio.create_task(
-            run_job(self.db, self.settings, job_id=job_id, token=token, stop=self.stopping),
+            run_job(
+                self.db,
+                self.settings,
+                job_id=job_id,
+                token=token,
+                stop=self.stopping,
+                on_batch=self.on_batch,
+            ),
             name=f"job-{job_id}",
         )
         self.tasks[task] = (job_id, token)

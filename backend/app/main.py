@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import admin_page, http_errors, logs, metrics
 from app import db as database
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _export_metrics(
-    recorder: metrics.Metrics | None, engine, settings: Settings
+    recorder: metrics.Metrics | None, engine: AsyncEngine, settings: Settings
 ) -> metrics.Exporter | None:
     """With METRICS_PORT, serve the metrics there; a port that cannot be had is logged."""
     if recorder is None or settings.metrics_port is None:

@@ -21,6 +21,7 @@ reason} beside the batch metrics, fed by the runner the same way; it does not ex
 """
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -233,7 +234,7 @@ class _FromLoop:
         future = asyncio.run_coroutine_threadsafe(self.metrics.collect(self.db), self.loop)
         try:
             return future.result(READ_TIMEOUT_SECONDS + 1)
-        except (TimeoutError, RuntimeError):
+        except (TimeoutError, RuntimeError, concurrent.futures.CancelledError):
             # The loop is stopping or stuck: this process's own numbers, and say so.
             future.cancel()
             return [*job_families(None), *self.metrics.registry.collect()]

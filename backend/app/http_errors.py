@@ -79,7 +79,13 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
             request.method,
             request.url.path,
             errors.describe(exc),
-            extra=_fields("http.database_unavailable", request, exc, 503, _PROBLEMS[message]),
+            extra=_fields(
+                "http.database_unavailable",
+                request,
+                exc,
+                503,
+                _PROBLEMS.get(message, "unavailable"),
+            ),
         )
         return unavailable({"detail": message})
     log.error(

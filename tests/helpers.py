@@ -204,9 +204,11 @@ async def sessions_with_items(db: AsyncEngine, limit: int) -> list[uuid.UUID]:
     async with db.connect() as conn:
         rows = await conn.execute(
             text(
+                # CASE, not AND: PostgreSQL may evaluate AND's operands in any order, and
+                # jsonb_array_length raises on anything but an array.
                 "SELECT id FROM therapy_sessions "
-                "WHERE jsonb_typeof(extracted_notes -> 'action_items') = 'array' "
-                "AND jsonb_array_length(extracted_notes -> 'action_items') > 0 "
+                "WHERE CASE WHEN jsonb_typeof(extracted_notes -> 'action_items') = 'array' "
+                "THEN jsonb_array_length(extracted_notes -> 'action_items') > 0 END "
                 "ORDER BY id LIMIT :limit"
             ),
             {"limit": limit},
@@ -247,3 +249,42 @@ async def until(condition, seconds: float = 30.0, what: str = "a condition"):
             return value
         assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+async def data_ids(db: AsyncEngine) -> set[str]:
+    """Every patient, therapist, session and goal id in the database."""
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id::text FROM therapy_sessions UNION SELECT patient_id::text "
+                "FROM therapy_sessions UNION SELECT id::text FROM users "
+                "UNION SELECT id::text FROM treatment_goals"
+            )
+        )
+        return set(rows.scalars())
+
+
+async def clinical_texts(db: AsyncEngine) -> set[str]:
+    """Every string inside any session's action items, and every goal description."""
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, str):
+            if len(node.strip()) >= 4:
+                found.add(node.strip())
+        elif isinstance(node, dict):
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    async with db.connect() as conn:
+        notes = await conn.execute(
+            text("SELECT extracted_notes -> 'action_items' FROM therapy_sessions")
+        )
+        for (items,) in notes:
+            walk(json.loads(items) if isinstance(items, str) else items)
+        goals = await conn.execute(text("SELECT description FROM treatment_goals"))
+        found.update(d for (d,) in goals if len(d) >= 4)
+    return found

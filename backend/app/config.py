@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # fetch again at most once per oidc_jwks_refetch_seconds, as does a retry after a failure.
     oidc_jwks_cache_seconds: float = Field(default=300.0, gt=0)
     oidc_jwks_refetch_seconds: float = Field(default=10.0, ge=0)
+    # Prometheus metrics (METRICS=on|off) at /metrics on the app, or, with METRICS_PORT, on a
+    # server of their own on METRICS_HOST:METRICS_PORT (0: any free port) and not on the app.
+    metrics: bool = True
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    # text: the lines make run prints; json: one JSON object per line (app/logs.py).
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def idle_in_transaction_seconds(self) -> float:
@@ -149,6 +156,17 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must name the role that makes an admin (default admin)")
         return value.strip()
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port(cls, value: object) -> object:
+        # METRICS_PORT= (empty) means none: metrics stay on the app.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

@@ -32,7 +32,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from app import demo, embedded, security
+from app import demo, embedded, logs, security
 from app.cli import common
 from app.config import BACKEND_DIR, ENV_FILE, ConfigError, Settings, load_settings
 from app.db import create_engine
@@ -352,6 +352,7 @@ def serve(args: argparse.Namespace, sock: socket.socket) -> int:
     from app.main import create_app
 
     config = uvicorn.Config(create_app(settings), host=HOST, port=port, log_level="info")
+    logs.configure(settings.log_format)  # again: uvicorn.Config has just set up its own loggers
     server = _Server(config)
     try:
         server.run(sockets=[sock])

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app import logs
 from app.jobs import errors
 
 log = logging.getLogger("app")
@@ -36,6 +37,8 @@ NOT_MIGRATED = (
 _BUSY_STATES = ("40", "55P03", "57014")
 _NOT_MIGRATED_STATES = ("42P01", "42703")
 _UNREACHABLE_STATES = ("53", "28", "3D")
+# The 503's kind, as log lines name it.
+_PROBLEMS = {UNREACHABLE: "unreachable", BUSY: "busy", NOT_MIGRATED: "schema_not_ready"}
 
 
 def classify(exc: BaseException) -> str | None:
@@ -71,10 +74,39 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
     """503 for an unreachable, busy or unmigrated database; 500 for anything else."""
     message = classify(exc)
     if message is not None:
-        log.warning("%s %s: 503, %s", request.method, request.url.path, errors.describe(exc))
+        log.warning(
+            "%s %s: 503, %s",
+            request.method,
+            request.url.path,
+            errors.describe(exc),
+            extra=_fields(
+                "http.database_unavailable",
+                request,
+                exc,
+                503,
+                _PROBLEMS.get(message, "unavailable"),
+            ),
+        )
         return unavailable({"detail": message})
-    log.error("%s %s failed: %s", request.method, request.url.path, errors.describe(exc))
+    log.error(
+        "%s %s failed: %s",
+        request.method,
+        request.url.path,
+        errors.describe(exc),
+        extra=_fields("http.database_error", request, exc, 500, "unexpected"),
+    )
     return JSONResponse(status_code=500, content={"detail": errors.describe(exc)})
+
+
+def _fields(event: str, request: Request, exc: Exception, status: int, problem: str) -> dict:
+    return logs.event(
+        event,
+        method=request.method,
+        path=request.url.path,
+        status=status,
+        problem=problem,
+        **logs.failure(exc),
+    )
 
 
 def install(app: FastAPI) -> None:

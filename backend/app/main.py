@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.concurrency import run_in_threadpool
 
-from app import admin_page, http_errors, oidc
+from app import admin_page, http_errors, logs, metrics, oidc
 from app import db as database
 from app.config import ConfigError, Settings, load_settings
 from app.jobs import retention, store
@@ -24,16 +25,6 @@ from app.schema import preflight
 log = logging.getLogger("app")
 
 
-def _configure_logging() -> None:
-    """Our loggers print beside uvicorn's; they carry ids and counts, never clinical text."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; settings are read now unless given (tests pass their own)."""
     if settings is None:
@@ -41,14 +32,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.check_auth_mode()
     if settings.auth_mode == "secret":
         settings.require_jwt_secret()
-    _configure_logging()
+    # Our lines carry ids and counts, never clinical text (app/logs.py).
+    logs.configure(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = database.create_engine(settings)
         app.state.settings = settings
         app.state.db = engine
-        app.state.runner = JobRunner(engine, settings)
+        app.state.metrics = metrics.Metrics() if settings.metrics else None
+        observe = app.state.metrics.observe_batch if app.state.metrics else None
+        app.state.runner = JobRunner(engine, settings, on_batch=observe)
+        app.state.metrics_exporter = _export_metrics(app.state.metrics, engine, settings)
         app.state.oidc_keys = None
         if settings.auth_mode == "oidc":
             app.state.oidc_keys = oidc.build_keys(settings)
@@ -57,7 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with engine.begin() as conn:
                 await recover_stale(conn, settings)
         except (OSError, DBAPIError) as exc:
-            log.error("database not usable at start-up: %s", http_errors.classify(exc) or exc)
+            log.error(
+                "database not usable at start-up: %s",
+                http_errors.classify(exc) or exc,
+                extra=logs.event("app.database_unavailable_at_startup", **logs.failure(exc)),
+            )
         await retention.purge(engine, settings)  # before the first request can read a preview
         purger = asyncio.create_task(retention.purge_periodically(engine, settings))
         yield
@@ -65,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with suppress(asyncio.CancelledError):
             await purger
         await app.state.runner.shutdown()
+        if app.state.metrics_exporter:
+            await asyncio.to_thread(app.state.metrics_exporter.close)
         await engine.dispose()
 
     app = FastAPI(
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
+    if settings.metrics and settings.metrics_port is None:
+        app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(migrations.router)
     app.add_exception_handler(store.ActiveJobExists, migrations.active_job_conflict)
     app.add_exception_handler(store.JobStateError, migrations.job_state_conflict)
@@ -93,6 +96,39 @@ async def _warm(keys: oidc.KeySet, settings: Settings) -> None:
         log.error("sign-in key set unreachable at start-up; /ready says so until it is fetched")
         return
     log.info("sign-in with %s: %d signing keys", settings.oidc_issuer, count)
+
+
+def _export_metrics(
+    recorder: metrics.Metrics | None, engine: AsyncEngine, settings: Settings
+) -> metrics.Exporter | None:
+    """With METRICS_PORT, serve the metrics there; a port that cannot be had is logged."""
+    if recorder is None or settings.metrics_port is None:
+        return None
+    try:
+        exporter = metrics.Exporter(
+            recorder, engine, host=settings.metrics_host, port=settings.metrics_port
+        )
+    except OSError as exc:
+        log.error(
+            "metrics not served: cannot listen on %s:%s (%s)",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc.strerror or type(exc).__name__,
+            extra=logs.event(
+                "metrics.port_unavailable",
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+                error_class=type(exc).__name__,
+            ),
+        )
+        return None
+    log.info(
+        "metrics served at http://%s:%d/metrics",
+        settings.metrics_host,
+        exporter.port,
+        extra=logs.event("metrics.serving", host=settings.metrics_host, port=exporter.port),
+    )
+    return exporter
 
 
 def __getattr__(name: str) -> FastAPI:

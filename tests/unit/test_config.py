@@ -219,3 +219,30 @@ def test_token_command_refuses_in_oidc_mode(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("AUTH_MODE=oidc: admin tokens come from the identity provider")
+
+
+def test_metrics_and_log_format_from_the_environment(monkeypatch):
+    defaults = load(database_url="postgresql://u@db/goals")
+    assert defaults.metrics is True and defaults.metrics_port is None
+    assert defaults.log_format == "text"
+    monkeypatch.setenv("METRICS", "off")
+    monkeypatch.setenv("METRICS_PORT", "")  # empty: no port of their own
+    monkeypatch.setenv("LOG_FORMAT", " JSON ")
+    given = load(database_url="postgresql://u@db/goals")
+    assert given.metrics is False and given.metrics_port is None and given.log_format == "json"
+    monkeypatch.setenv("METRICS_PORT", "9464")
+    assert load(database_url="postgresql://u@db/goals").metrics_port == 9464
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("LOG_FORMAT", "xml", "LOG_FORMAT: Input should be 'text' or 'json'"),
+        ("METRICS", "maybe", "METRICS:"),
+        ("METRICS_PORT", "70000", "METRICS_PORT:"),
+    ],
+)
+def test_unusable_observability_settings_are_refused(monkeypatch, name, value, says):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=says):
+        load(database_url="postgresql://u@db/goals")

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app import logs
 from app.config import BACKEND_DIR, ConfigError, Settings, load_settings
 from app.models import Base
 from app.schema import version
@@ -78,9 +79,28 @@ class _JobEndsFilter(logging.Filter):
 
 
 def configure_logging() -> None:
-    """Warnings to stderr; the runner's log lines carry ids and counts, never clinical text."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    """Warnings to stderr; the runner's log lines carry ids and counts, never clinical text.
+
+    With LOG_FORMAT=json they are JSON lines (app/logs.py); the report stays text.
+    """
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a caller's own set-up wins
+        handler = logging.StreamHandler()
+        json_lines = _log_format() == "json"
+        handler.setFormatter(
+            logs.JsonFormatter() if json_lines else logging.Formatter("%(levelname)s: %(message)s")
+        )
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
     logging.getLogger("app.jobs").addFilter(_JobEndsFilter())
+
+
+def _log_format() -> str:
+    # A setting that does not parse is reported when the command loads its settings.
+    try:
+        return load_settings(require_database=False, jwt_secret=None).log_format
+    except ConfigError:
+        return "text"
 
 
 def load() -> Settings:

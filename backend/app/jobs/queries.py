@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import COUNTERS, ROLLED_BACK_SQL
+from app.models.migration_job import ACTIVE_STATUSES
 
 # A real run confirmed from a dry run (its id kept in the run's start audit entry) carries
 # that dry run's statistics, so a poll reads a job and its prediction in one statement.
@@ -197,3 +198,25 @@ async def job_ids_starting_with(
         {"pattern": prefix.replace("-", "").lower() + "%", "limit": limit},
     )
     return list(rows.scalars())
+
+
+async def jobs_to_report(conn: AsyncConnection, *, recent: int, timeout_ms: int) -> list[dict]:
+    """The active jobs and the `recent` last ended ones, for a metrics scrape, newest first.
+
+    Bounded in rows and in time: the scrape must answer even while the database is slow, so
+    this transaction's statements stop after `timeout_ms`.
+    """
+    await conn.execute(
+        text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(timeout_ms)}
+    )
+    rows = await conn.execute(
+        text(
+            _JOB_SELECT + f" WHERE j.status IN {ACTIVE_STATUSES} OR j.id IN ("
+            "   SELECT id FROM migration_jobs"
+            f"  WHERE status NOT IN {ACTIVE_STATUSES}"
+            "   ORDER BY coalesce(finished_at, created_at) DESC, id LIMIT :recent)"
+            " GROUP BY j.id ORDER BY j.created_at DESC, j.id"
+        ),
+        {"recent": recent},
+    )
+    return [dict(r) for r in rows.mappings()]

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app import logs
 from app.config import Settings
 
 log = logging.getLogger("app.jobs")
@@ -40,13 +41,20 @@ async def purge(db: AsyncEngine, settings: Settings) -> int:
         async with db.begin() as conn:
             purged = await purge_previews(conn, older_than_days=settings.preview_retention_days)
     except (SQLAlchemyError, OSError) as exc:
-        log.warning("preview purge skipped: %s", type(exc).__name__)
+        log.warning(
+            "preview purge skipped: %s",
+            type(exc).__name__,
+            extra=logs.event("retention.purge_skipped", **logs.failure(exc)),
+        )
         return 0
     if purged:
         log.info(
             "purged %d preview rows of jobs ended over %d days ago",
             purged,
             settings.preview_retention_days,
+            extra=logs.event(
+                "retention.purged", rows=purged, older_than_days=settings.preview_retention_days
+            ),
         )
     return purged
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app import logs
 from app.config import Settings
 from app.jobs import engine, errors, partitions, queries, rollback, store
 
@@ -58,6 +59,7 @@ class BatchEvent:
     partition: int
     stats: dict[str, int]
     report: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0  # the attempt that committed, from its start to its commit
 
 
 @dataclass
@@ -107,11 +109,18 @@ async def run_job(
         async with db.begin() as conn:
             return await store.claim(conn, job_id=job_id, token=token)
 
-    job = await _retrying(settings, None, claim)
+    job = await _retrying(settings, None, claim, job_id=job_id)
     if job is None:
         return None
     run = _Run(job=job, token=token, stop=asyncio.Event(), on_batch=on_batch, report=report)
-    log.info("job %s started: kind=%s dry_run=%s", job_id, job["kind"], job["dry_run"])
+    began = time.monotonic()
+    log.info(
+        "job %s started: kind=%s dry_run=%s",
+        job_id,
+        job["kind"],
+        job["dry_run"],
+        extra=logs.event("job.started", job_id=job_id, kind=job["kind"], dry_run=job["dry_run"]),
+    )
     helpers = [asyncio.create_task(_heartbeat(db, settings, run))]
     if stop is not None:
         helpers.append(asyncio.create_task(_relay(stop, run)))
@@ -122,7 +131,9 @@ async def run_job(
                 isinstance(f, store.LeaseLost) for f in failures
             ):
                 log.warning(
-                    "job %s: lease revoked, another run or process owns it now; stopped", job_id
+                    "job %s: lease revoked, another run or process owns it now; stopped",
+                    job_id,
+                    extra=logs.event("job.lease_lost", job_id=job_id),
                 )
                 return None
             status, error = _verdict(run, next(iter(failures), None))
@@ -135,6 +146,7 @@ async def run_job(
                     "job %s: the database lost batches it had committed (a crash before they "
                     "reached disk); running them again from the cursors it kept",
                     job_id,
+                    extra=logs.event("job.batches_lost", job_id=job_id),
                 )
                 on_start = None
     finally:
@@ -143,7 +155,21 @@ async def run_job(
     async with db.connect() as conn:
         final = await queries.get_job(conn, job_id=job_id)
     counts = ", ".join(f"{n}={final[n]}" for n in store.COUNTERS if final[n])
-    log.info("job %s ended: %s (%s)", job_id, status, counts or "nothing to do")
+    kept = engine.COUNTER_NAMES if job["kind"] == "migrate" else store.ROLLBACK_STAT_NAMES
+    log.info(
+        "job %s ended: %s (%s)",
+        job_id,
+        status,
+        counts or "nothing to do",
+        extra=logs.event(
+            "job.ended",
+            job_id=job_id,
+            kind=job["kind"],
+            status=status,
+            duration_seconds=round(time.monotonic() - began, 3),
+            counts={n: final[n] for n in kept},
+        ),
+    )
     return status
 
 
@@ -200,13 +226,29 @@ def _verdict(run: _Run, failure: BaseException | None) -> tuple[str, str | None]
                 "nothing of the failing batch was kept: resume the job once the database is "
                 "available again"
             )
-            log.error("job %s failed: %s", job["id"], error)
+            log.error(
+                "job %s failed: %s",
+                job["id"],
+                error,
+                extra=logs.event(
+                    "job.failed",
+                    job_id=job["id"],
+                    attempts=failure.attempts,
+                    **logs.failure(failure.cause),
+                ),
+            )
         else:
             error = errors.describe(failure)
             # A database error says enough; anything else is a bug, and its traceback (code
             # lines, no row data) is what finds it.
             trace = None if isinstance(failure, SQLAlchemyError | OSError) else failure
-            log.error("job %s failed: %s", job["id"], error, exc_info=trace)
+            log.error(
+                "job %s failed: %s",
+                job["id"],
+                error,
+                exc_info=trace,
+                extra=logs.event("job.failed", job_id=job["id"], **logs.failure(failure)),
+            )
         return "failed", error
     if run.reason is None:
         return "succeeded", None
@@ -233,14 +275,26 @@ async def _record_end(
             return done
 
     try:
-        return await _retrying(settings, None, record)
+        return await _retrying(settings, None, record, job_id=run.job["id"])
     except (SQLAlchemyError, OSError, RetriesExhausted) as exc:
         # The heartbeat stops with us; any instance marks the job interrupted once it is stale.
-        log.error("job %s: could not record its end (%s)", run.job["id"], errors.describe(exc))
+        log.error(
+            "job %s: could not record its end (%s)",
+            run.job["id"],
+            errors.describe(exc),
+            extra=logs.event("job.end_not_recorded", job_id=run.job["id"], **logs.failure(exc)),
+        )
         return False
 
 
-async def _retrying(settings: Settings, run: _Run | None, action: Callable[[], Awaitable]):
+async def _retrying(
+    settings: Settings,
+    run: _Run | None,
+    action: Callable[[], Awaitable],
+    *,
+    job_id: uuid.UUID | None = None,
+    partition: int | None = None,
+):
     """Run `action`, retrying transient database errors with capped exponential backoff.
 
     Returns None, without retrying further, when the run is told to stop while it waits.
@@ -258,14 +312,23 @@ async def _retrying(settings: Settings, run: _Run | None, action: Callable[[], A
                 raise
             if attempt > settings.retry_attempts:
                 raise RetriesExhausted(exc, attempt) from exc
-            job_id = run.job["id"] if run else "?"
+            job_id = run.job["id"] if run else job_id
             log.warning(
                 "job %s: %s; retrying in %.1f s (attempt %d of %d)",
-                job_id,
+                job_id or "?",
                 errors.describe(exc),
                 delay,
                 attempt + 1,
                 settings.retry_attempts + 1,
+                extra=logs.event(
+                    "job.retry" if partition is None else "job.batch_retry",
+                    job_id=job_id,
+                    partition=partition,
+                    **logs.failure(exc),
+                    retry_in_seconds=delay,
+                    attempt=attempt + 1,
+                    attempts=settings.retry_attempts + 1,
+                ),
             )
             if run is not None and await _wait(run.stop, delay):
                 return None
@@ -294,7 +357,12 @@ async def _beat(db: AsyncEngine, run: _Run) -> None:
         async with db.begin() as conn:
             status = await store.heartbeat(conn, job_id=run.job["id"], token=run.token)
     except (SQLAlchemyError, OSError) as exc:
-        log.warning("job %s: heartbeat failed (%s)", run.job["id"], errors.describe(exc))
+        log.warning(
+            "job %s: heartbeat failed (%s)",
+            run.job["id"],
+            errors.describe(exc),
+            extra=logs.event("job.heartbeat_failed", job_id=run.job["id"], **logs.failure(exc)),
+        )
         return
     if status is None:
         run.halt(Stop.LEASE_LOST)
@@ -326,6 +394,7 @@ class _Batch:
     stats: dict[str, int] = field(default_factory=dict)
     report: list[dict[str, Any]] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Partition) -> None:
@@ -347,6 +416,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
 
     async def one_batch() -> _Batch:
         nonlocal cursor, in_doubt, conn
+        started = time.monotonic()
         if conn is None:
             conn = await db.connect()
         try:
@@ -377,18 +447,19 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
             conn = None
             raise
         in_doubt = False
+        batch.seconds = time.monotonic() - started
         return batch
 
     try:
         while not run.stop.is_set():
-            batch = await _retrying(settings, run, one_batch)
+            batch = await _retrying(settings, run, one_batch, partition=part.number)
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed
             if batch.failed:
-                _log_failed(job["id"], batch.failed)
+                _log_failed(job["id"], batch.failed, part.number)
             run.errors[part.number] = known["errors"] - run.errors_at_start[part.number]
             if batch.cursor is not None and run.on_batch:
-                run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report))
+                run.on_batch(BatchEvent(job, part.number, batch.stats, batch.report, batch.seconds))
             if batch.job_status == "cancelling":
                 run.halt(Stop.CANCEL)
             if run.errors_this_run > job["max_errors"]:
@@ -411,10 +482,14 @@ async def _discard(conn: AsyncConnection) -> None:
     try:
         await conn.close()
     except (SQLAlchemyError, OSError) as exc:
-        log.debug("closing a worker connection failed: %s", errors.describe(exc))
+        log.debug(
+            "closing a worker connection failed: %s",
+            errors.describe(exc),
+            extra=logs.event("job.connection_close_failed", **logs.failure(exc)),
+        )
 
 
-def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID]) -> None:
+def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID], partition: int) -> None:
     shown = ", ".join(map(str, failed[:LOGGED_FAILED_IDS]))
     more = len(failed) - LOGGED_FAILED_IDS
     log.warning(
@@ -423,6 +498,13 @@ def _log_failed(job_id: uuid.UUID, failed: list[uuid.UUID]) -> None:
         len(failed),
         shown,
         f" and {more} more (all on the job's issues)" if more > 0 else "",
+        extra=logs.event(
+            "job.sessions_failed",
+            job_id=job_id,
+            partition=partition,
+            failed_sessions=len(failed),
+            session_ids=failed[:LOGGED_FAILED_IDS],
+        ),
     )
 
 
@@ -573,7 +655,11 @@ async def recover_stale(conn: AsyncConnection, settings: Settings) -> list[uuid.
         conn, stale_after_seconds=settings.stale_after_seconds
     )
     for job_id in stale:
-        log.warning("job %s had no heartbeat: marked interrupted", job_id)
+        log.warning(
+            "job %s had no heartbeat: marked interrupted",
+            job_id,
+            extra=logs.event("job.marked_interrupted", job_id=job_id),
+        )
     return stale
 
 
@@ -583,9 +669,15 @@ class JobRunner:
     Jobs take ids and open their own connections; nothing from a request outlives it.
     """
 
-    def __init__(self, db: AsyncEngine, settings: Settings):
+    def __init__(
+        self,
+        db: AsyncEngine,
+        settings: Settings,
+        on_batch: Callable[[BatchEvent], None] | None = None,
+    ):
         self.db = db
         self.settings = settings
+        self.on_batch = on_batch  # hears every batch this process commits (app.metrics)
         self.stopping = asyncio.Event()
         self.tasks: dict[asyncio.Task, tuple[uuid.UUID, uuid.UUID]] = {}
 
@@ -602,7 +694,14 @@ class JobRunner:
 
     def _launch(self, job_id: uuid.UUID, token: uuid.UUID) -> None:
         task = asyncio.create_task(
-            run_job(self.db, self.settings, job_id=job_id, token=token, stop=self.stopping),
+            run_job(
+                self.db,
+                self.settings,
+                job_id=job_id,
+                token=token,
+                stop=self.stopping,
+                on_batch=self.on_batch,
+            ),
             name=f"job-{job_id}",
         )
         self.tasks[task] = (job_id, token)
@@ -641,5 +740,10 @@ async def abandon(db: AsyncEngine, *, job_id: uuid.UUID, token: uuid.UUID, error
                 conn, job_id=job_id, token=token, status="interrupted", error=error
             )
     except (SQLAlchemyError, OSError) as exc:
-        log.error("job %s: could not record its end (%s)", job_id, errors.describe(exc))
+        log.error(
+            "job %s: could not record its end (%s)",
+            job_id,
+            errors.describe(exc),
+            extra=logs.event("job.end_not_recorded", job_id=job_id, **logs.failure(exc)),
+        )
         return False  # the stale heartbeat will mark it interrupted

@@ -215,7 +215,8 @@ async def jobs_to_report(conn: AsyncConnection, *, recent: int, timeout_ms: int)
             "   SELECT id FROM migration_jobs"
             f"  WHERE status NOT IN {ACTIVE_STATUSES}"
             "   ORDER BY coalesce(finished_at, created_at) DESC, id LIMIT :recent)"
-            " GROUP BY j.id ORDER BY j.created_at DESC, j.id"
+            + _GROUP
+            + " ORDER BY j.created_at DESC, j.id"
         ),
         {"recent": recent},
     )

@@ -187,7 +187,8 @@ def _sized_sentence(results: dict[str, dict]) -> str:
     return (
         " Each mix's first table runs PostgreSQL's stock memory settings (shared_buffers 128 MB, "
         "max_wal_size 1 GB); a table headed *sized for the machine* runs the same durable "
-        "server with `BENCH_PG_SETTINGS`, as a deployment would size it."
+        "server with `BENCH_PG_SETTINGS`, as a deployment would size it, and a table headed "
+        "with another PostgreSQL version runs that server (`BENCH_DATABASE_URL`)."
     )
 
 
@@ -219,7 +220,15 @@ def _mix_table(
     mix: str, server_: str, sizes: dict[int, dict], results: dict[str, dict]
 ) -> list[str]:
     runs = [sizes[n] for n in sorted(sizes)]
-    if server_:
+    if server_.startswith("PostgreSQL "):
+        out = [
+            f"### The {mix} mix on {server_}",
+            "",
+            f"`BENCH_DATABASE_URL`: {server_} installed from Debian's packages on the same "
+            "machine, as configured there (stock settings, durable), measured in the same way.",
+            "",
+        ]
+    elif server_:
         out = [
             f"### The {mix} mix on a server sized for the machine",
             "",

@@ -6,6 +6,7 @@ cloned from it (about 0.1 s), so tests never see each other's rows and run in an
 """
 
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -112,3 +113,24 @@ async def db(settings):
     engine = create_engine(settings)
     yield engine
     await engine.dispose()
+
+
+class Lines(logging.Handler):
+    """The job log's lines, whatever the logger's propagation."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def job_log():
+    """The job runner's warning lines while the test runs (retries, failed sessions)."""
+    handler = Lines()
+    logger = logging.getLogger("app.jobs")
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)

@@ -4,7 +4,6 @@ Expected goals and statistics come from the independent model (tests/model.py).
 """
 
 import asyncio
-import logging
 import time
 
 import asyncpg
@@ -17,26 +16,6 @@ from app.jobs import runner, store
 from tests import helpers
 from tests.api.conftest import BASE, wait_for
 from tests.expected import doubled_pairs, model_outcome
-
-
-class Lines(logging.Handler):
-    """The job log's lines, whatever the logger's propagation."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def job_log():
-    handler = Lines()
-    logger = logging.getLogger("app.jobs")
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
 
 
 async def _goals_created(db, job_id) -> bool:

@@ -5,7 +5,6 @@ ends exact, or, when it never clears, fails saying so. Nothing is counted twice 
 """
 
 import asyncio
-import logging
 import uuid
 
 import asyncpg
@@ -19,15 +18,6 @@ from app.jobs import runner
 from tests import helpers
 from tests.conftest import SECRET
 from tests.expected import model_outcome
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture
@@ -46,15 +36,6 @@ async def limited(database_url):
     )
     await admin.execute(f"DROP ROLE IF EXISTS {role}")
     await admin.close()
-
-
-@pytest.fixture
-def job_log():
-    handler = Lines()
-    logger = logging.getLogger("app.jobs")
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
 
 
 def _settings(url: str, **changes):

@@ -129,11 +129,7 @@ async def _job(conn: ConnDep, settings: SettingsDep, job_id: uuid.UUID) -> schem
     async with conn.begin():
         await recover_stale(conn, settings)
         row = await queries.get_job(conn, job_id=job_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
-    return schemas.Job.from_row(
-        prediction.annotate(row), stale_after_seconds=settings.stale_after_seconds
-    )
+    return _shown(row, settings)
 
 
 async def _polled_job(db: EngineDep, settings: SettingsDep, job_id: uuid.UUID) -> schemas.Job:
@@ -150,6 +146,11 @@ async def _polled_job(db: EngineDep, settings: SettingsDep, job_id: uuid.UUID) -
             async with db.begin() as tx:
                 await recover_stale(tx, settings)
             row = await queries.get_job(conn, job_id=job_id)
+    return _shown(row, settings)
+
+
+def _shown(row: dict | None, settings: SettingsDep) -> schemas.Job:
+    """The job as the API shows it, or a 404."""
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
     return schemas.Job.from_row(

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.jobs import partitions
+from app.jobs import errors, partitions
 from app.jobs.engine import COUNTER_NAMES
 from app.models.migration_job import ACTIVE_STATUSES, RESUMABLE_STATUSES, RUNNING_STATUSES
 
@@ -58,6 +58,10 @@ class ActiveJobExists(Exception):
 
 class JobStateError(Exception):
     """The job is not in a state that allows what was asked."""
+
+
+# How long a cancel waits for the job row before answering JobBusy (a heartbeat holds it briefly).
+CANCEL_LOCK_WAIT = "1s"
 
 
 class JobBusy(JobStateError):
@@ -556,25 +560,36 @@ async def request_cancel(
 
     A queued job, or one whose process stopped beating, is cancelled at once (its lease revoked
     in this transaction, so a frozen process that wakes up later cannot commit another batch).
-    Never waits on the job row: a process frozen between its heartbeat and that heartbeat's
-    commit holds it until PostgreSQL ends the idle transaction, and the caller is told to try
-    again in a few seconds (JobBusy) instead of hanging that long.
+    Waits at most CANCEL_LOCK_WAIT for the job row: a heartbeat holds it for milliseconds, but a
+    process frozen between its heartbeat and that heartbeat's commit holds it until PostgreSQL
+    ends the idle transaction, and the caller is then told to try again in a few seconds
+    (JobBusy) instead of hanging that long.
     """
-    row = (
-        await conn.execute(
-            text(
-                "SELECT status, heartbeat_at < now() - make_interval(secs => :stale) AS stale "
-                # NO KEY: every batch holds a key-share lock on its job's row (the foreign
-                # keys of the goals, findings and previews it inserts); this must not wait on it.
-                "FROM migration_jobs WHERE id = :job_id FOR NO KEY UPDATE SKIP LOCKED"
-            ),
-            {"job_id": job_id, "stale": stale_after_seconds},
-        )
-    ).one_or_none()
+    await conn.execute(
+        text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": CANCEL_LOCK_WAIT}
+    )
+    try:
+        async with conn.begin_nested():
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT status, "
+                        "heartbeat_at < now() - make_interval(secs => :stale) AS stale "
+                        # NO KEY: every batch holds a key-share lock on its job's row (the
+                        # foreign keys of what it inserts); this must not wait on that.
+                        "FROM migration_jobs WHERE id = :job_id FOR NO KEY UPDATE"
+                    ),
+                    {"job_id": job_id, "stale": stale_after_seconds},
+                )
+            ).one_or_none()
+    except DBAPIError as exc:
+        if errors.error_info(exc).sqlstate != "55P03":
+            raise
+        raise JobBusy(
+            "the job's process is writing to it right now; try again in a few seconds"
+        ) from None
     if row is None:
-        if await job_state(conn, job_id=job_id) is None:
-            raise JobNotFound(job_id)
-        raise JobBusy("the job's process is writing to it right now; try again in a few seconds")
+        raise JobNotFound(job_id)
     if row.status not in ACTIVE_STATUSES:
         raise JobStateError(f"the job is {row.status}, not active; there is nothing to cancel")
     at_once = row.status == "queued" or (row.stale and await _lock_partitions(conn, job_id))

@@ -93,9 +93,17 @@ async def _warm(keys: oidc.KeySet, settings: Settings) -> None:
     try:
         count = await run_in_threadpool(keys.check)
     except oidc.KeysUnavailable:
-        log.error("sign-in key set unreachable at start-up; /ready says so until it is fetched")
+        log.error(
+            "sign-in key set unreachable at start-up; /ready says so until it is fetched",
+            extra=logs.event("auth.keys_unavailable_at_startup"),
+        )
         return
-    log.info("sign-in with %s: %d signing keys", settings.oidc_issuer, count)
+    log.info(
+        "sign-in with %s: %d signing keys",
+        settings.oidc_issuer,
+        count,
+        extra=logs.event("auth.keys_fetched", issuer=settings.oidc_issuer, keys=count),
+    )
 
 
 def _export_metrics(

@@ -22,6 +22,7 @@ import time
 import jwt
 from jwt import PyJWK, PyJWKClient
 
+from app import logs
 from app.config import Settings
 from app.security import InvalidToken, Principal
 
@@ -110,7 +111,15 @@ class KeySet:
         # Unreachable, an error status, not JSON, or no usable signing key in it: the
         # provider's fault (or its address's), not the caller's.
         except (jwt.PyJWKClientError, jwt.PyJWKSetError, ValueError) as exc:
-            log.warning("sign-in key set %s: %s: %s", self._url, type(exc).__name__, exc)
+            log.warning(
+                "sign-in key set %s: %s: %s",
+                self._url,
+                type(exc).__name__,
+                exc,
+                extra=logs.event(
+                    "auth.keys_unavailable", url=self._url, error_class=type(exc).__name__
+                ),
+            )
             raise KeysUnavailable(max(1, math.ceil(self._refetch_seconds))) from None
 
 

@@ -53,7 +53,8 @@ def annotate(row: dict[str, Any]) -> dict[str, Any]:
     queries.get_job and list_jobs read `confirmed_from` and that dry run's statistics
     (`predicted`) in the same statement as the job.
     """
-    predicted = row.pop("predicted", None)
+    predicted = row.get("predicted")
+    row = {k: v for k, v in row.items() if k != "predicted"}
     if row.get("confirmed_from") is None or predicted is None:
         return {**row, "confirmed_from": None, "prediction": None}
     ended = row["status"] == "succeeded"

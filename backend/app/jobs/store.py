@@ -300,15 +300,12 @@ async def refuse_stranding(conn: AsyncConnection, *, targets: Sequence[uuid.UUID
 
 
 async def job_state(conn: AsyncConnection, *, job_id: uuid.UUID) -> Any:
-    """A job's kind, dry_run, status, targets and keep_later_runs, or None for an unknown id."""
+    """A job's kind, dry_run, status and targets, or None for an unknown id."""
     return (
         await conn.execute(
             text(
-                "SELECT kind, dry_run, status, target_job_ids, "
-                "coalesce((SELECT (details ->> 'keep_later_runs')::boolean FROM migration_audit "
-                "          WHERE job_id = :job_id AND action = 'start' LIMIT 1), false) "
-                "    AS keep_later_runs "
-                "FROM migration_jobs WHERE id = :job_id"
+                "SELECT kind, dry_run, status, target_job_ids FROM migration_jobs "
+                "WHERE id = :job_id"
             ),
             {"job_id": job_id},
         )
@@ -679,9 +676,18 @@ async def resume(
             "patients after its cursor. Start a new migration job instead"
         )
     job = await job_state(conn, job_id=job_id)
-    if job is not None and job.kind == "rollback" and not job.dry_run and not job.keep_later_runs:
-        # Runs may have relied on the targets' goals since this rollback stopped.
-        await refuse_stranding(conn, targets=job.target_job_ids)
+    if job is not None and job.kind == "rollback" and not job.dry_run:
+        # Runs may have relied on the targets' goals since this rollback stopped, unless its
+        # start said a migration runs again afterwards (kept in its start audit entry).
+        kept = await conn.execute(
+            text(
+                "SELECT 1 FROM migration_audit WHERE job_id = :job_id AND action = 'start' "
+                "AND (details ->> 'keep_later_runs')::boolean"
+            ),
+            {"job_id": job_id},
+        )
+        if kept.first() is None:
+            await refuse_stranding(conn, targets=job.target_job_ids)
     try:
         async with conn.begin_nested():
             row = (

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import schemas
+from app.config import Settings
 from app.deps import (
     AdminUser,
     ConnDep,
@@ -149,7 +150,7 @@ async def _polled_job(db: EngineDep, settings: SettingsDep, job_id: uuid.UUID) -
     return _shown(row, settings)
 
 
-def _shown(row: dict | None, settings: SettingsDep) -> schemas.Job:
+def _shown(row: dict | None, settings: Settings) -> schemas.Job:
     """The job as the API shows it, or a 404."""
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
@@ -158,7 +159,7 @@ def _shown(row: dict | None, settings: SettingsDep) -> schemas.Job:
     )
 
 
-def _looks_stale(row: dict, settings: SettingsDep) -> bool:
+def _looks_stale(row: dict, settings: Settings) -> bool:
     return row["status"] in ACTIVE_STATUSES and (
         row["heartbeat_age_seconds"] > settings.stale_after_seconds
     )

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.jobs.throttle import Limits, off_if_zero
+
 BACKEND_DIR = Path(__file__).resolve().parent.parent
 ENV_FILE = BACKEND_DIR / ".env"
 
@@ -93,6 +95,30 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     # text: the lines make run prints; json: one JSON object per line (app/logs.py).
     log_format: Literal["text", "json"] = "text"
+    # Adaptive batches (jobs/pacing.py) aim at this duration, within these sizes, changing by at
+    # most this factor from one batch to the next.
+    batch_target_seconds: float = Field(default=0.3, gt=0)
+    batch_size_min: int = Field(default=50, ge=1, le=10000)
+    batch_size_max: int = Field(default=10000, ge=1, le=10000)
+    batch_size_step: float = Field(default=1.5, gt=1)
+    # The health thresholds a new job yields to (jobs/throttle.py; 0 turns a signal off), how
+    # often the views are read between batches, how often a waiting job rechecks, and how often
+    # the job's lock holders are looked at while batches run.
+    throttle_max_replay_lag_seconds: float = Field(default=5.0, ge=0)
+    throttle_max_replay_lag_bytes: int = Field(default=256 * 2**20, ge=0)
+    throttle_max_archive_backlog: int = Field(default=32, ge=0)
+    throttle_yield_to_autovacuum: bool = True
+    throttle_max_lock_wait_seconds: float = Field(default=0.2, ge=0)
+    throttle_max_batch_slowdown: float = Field(default=4.0, ge=0)
+    throttle_check_seconds: float = Field(default=1.0, gt=0)
+    throttle_recheck_seconds: float = Field(default=5.0, gt=0)
+    lock_watch_seconds: float = Field(default=0.2, gt=0)
+
+    def limits(self) -> "Limits":
+        """The thresholds a job gets unless its starter says otherwise."""
+        return Limits(
+            **{name: off_if_zero(getattr(self, f"throttle_{name}")) for name in Limits.names()}
+        )
 
     @property
     def idle_in_transaction_seconds(self) -> float:

@@ -4,6 +4,7 @@
                   │  _rollback_goals_total, _last_heartbeat_timestamp_seconds): the active jobs
                   │  and the RECENT_JOBS last ended ones, read when scraped, so every replica
                   │  reports a job's totals right whichever replica runs it
+                  │  and goal_migration_throttled{reason}: what an active job waits on
                   ├─ this process (goal_migration_batch_duration_seconds, _batch_size): the
                   │  batches its runner committed, through JobRunner's on_batch; plus
                   │  prometheus_client's process_* and python_* collectors
@@ -16,8 +17,7 @@ the families it built with this process's registry. With METRICS_PORT, prometheu
 HTTP server answers in its thread and hands the read to the app's event loop.
 
 Labels: job_id, kind, dry_run and fixed words (status, outcome); never a patient or session id,
-never text of a session. Throttling will add goal_migration_throttled{job_id,kind,dry_run,
-reason} beside the batch metrics, fed by the runner the same way; it does not exist yet.
+never text of a session; a throttle's reason is one of throttle.SIGNALS.
 """
 
 import asyncio
@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import logs
-from app.jobs import queries
+from app.jobs import queries, throttle
 from app.jobs.runner import BatchEvent
 from app.models.migration_job import ACTIVE_STATUSES, JOB_STATUSES
 
@@ -184,8 +184,17 @@ def job_families(jobs: list[dict] | None) -> list[Metric]:
         "that process is gone",
         labels=JOB_LABELS,
     )
+    throttled = GaugeMetricFamily(
+        "goal_migration_throttled",
+        "1 for the health signal an active job waits on (jobs/throttle.py), 0 for the others",
+        labels=[*JOB_LABELS, "reason"],
+    )
     for job in jobs:
         labels = _labels(job)
+        if job["status"] in ACTIVE_STATUSES:
+            waiting_on = (job.get("throttle") or {}).get("signal")
+            for reason in throttle.SIGNALS:
+                throttled.add_metric([*labels, reason], 1 if waiting_on == reason else 0)
         for name in JOB_STATUSES:
             status.add_metric([*labels, name], 1 if job["status"] == name else 0)
         if job["kind"] == "migrate":
@@ -202,7 +211,17 @@ def job_families(jobs: list[dict] | None) -> list[Metric]:
             total.add_metric(labels, job["sessions_total"])
         if job["status"] in ACTIVE_STATUSES and job["heartbeat_at"] is not None:
             heartbeat.add_metric(labels, job["heartbeat_at"].timestamp())
-    families = [status, items, processed, failed, candidates, rolled_back, targets, heartbeat]
+    families = [
+        status,
+        items,
+        processed,
+        failed,
+        candidates,
+        rolled_back,
+        targets,
+        heartbeat,
+        throttled,
+    ]
     return [up, *(family for family in families if family.samples)]
 
 

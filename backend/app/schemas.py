@@ -58,6 +58,53 @@ class Prediction(BaseModel):
     )
 
 
+class Limits(BaseModel):
+    """The health thresholds a job yields to (null: that signal is off)."""
+
+    max_replay_lag_seconds: float | None = Field(
+        description="Wait while a standby's replay lag (pg_stat_replication) is over this"
+    )
+    max_replay_lag_bytes: int | None = Field(
+        description="Wait while a standby, or a logical replication slot, is this many bytes of "
+        "WAL behind"
+    )
+    max_archive_backlog: int | None = Field(
+        description="Wait while this many WAL segments wait for the archiver (archive_mode on)"
+    )
+    yield_to_autovacuum: bool = Field(
+        description="Wait while autovacuum works on therapy_sessions or treatment_goals (an "
+        "anti-wraparound vacuum is always waited for)"
+    )
+    max_lock_wait_seconds: float | None = Field(
+        description="Back off (wait, and halve adaptive batches) when another session waited "
+        "this long on a lock the job holds"
+    )
+    max_batch_slowdown: float | None = Field(
+        description="Wait when a batch takes this many times its recent median time per row"
+    )
+
+
+class Throttle(BaseModel):
+    """What a running job waits on right now."""
+
+    signal: Literal[
+        "anti_wraparound_vacuum",
+        "replay_lag_seconds",
+        "replay_lag_bytes",
+        "slot_lag_bytes",
+        "archive_backlog",
+        "autovacuum",
+        "lock_waits",
+        "batch_slowdown",
+    ]
+    value: float | None = Field(description="The signal's reading (null for a vacuum)")
+    threshold: float | None = Field(description="The job's limit for it")
+    unit: str | None = Field(description="s, bytes, segments or ×")
+    where: str | None = Field(description="The standby, slot or table it concerns")
+    message: str = Field(examples=["standby replay lag 12.4 s, limit 5 s (test_standby)"])
+    since: datetime
+
+
 class Job(BaseModel):
     id: uuid.UUID
     kind: Literal["migrate", "rollback"]
@@ -67,7 +114,15 @@ class Job(BaseModel):
     patients_with_goals_created: int | None = Field(
         None, description="Patients given at least one goal (would be, for a dry run)"
     )
-    batch_size: int
+    batch_size: int = Field(description="The size batches start at (and keep, unless adaptive)")
+    adaptive: bool = Field(description="Batch sizes follow the target batch duration")
+    current_batch_size: int | None = Field(None, description="The size of the job's latest batch")
+    limits: Limits | None = Field(
+        description="The health thresholds it yields to; null for jobs from before they existed"
+    )
+    throttle: Throttle | None = Field(
+        description="What the job waits on now; null while it is not waiting"
+    )
     pause_ms: int
     max_errors: int
     force: bool
@@ -246,6 +301,34 @@ class PreviewGoal(BaseModel):
 
 class PreviewList(BaseModel):
     items: list[PreviewGoal]
+
+
+class TimelineSlice(BaseModel):
+    """One slice of a job's run time: what its batches went through in it, at what size."""
+
+    start: datetime
+    seconds: float = Field(description="The slice's width (every slice has the same)")
+    batches: int
+    processed: int = Field(description="Sessions (a rollback: goals) its batches went through")
+    rate_per_second: float = Field(description="processed / seconds")
+    batch_size: int | None = Field(description="The mean size its batches asked for")
+    busy_seconds: float = Field(description="Time its batches took, summed over partitions")
+
+
+class ThrottledPeriod(BaseModel):
+    signal: str | None
+    message: str | None
+    from_: datetime = Field(alias="from")
+    to: datetime | None = Field(description="null: still waiting")
+
+    model_config = {"populate_by_name": True}
+
+
+class Timeline(BaseModel):
+    """A job's pace over time, from its batch rows, and the times it waited on a signal."""
+
+    slices: list[TimelineSlice]
+    throttled: list[ThrottledPeriod]
 
 
 class AuditEntry(BaseModel):

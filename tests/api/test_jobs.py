@@ -241,7 +241,7 @@ async def test_max_errors_fails_the_job_and_resume_goes_on_with_a_fresh_allowanc
     app, lifespan, client = await open_client(settings)
     try:
         started = await client.post(
-            BASE, params={"dry_run": "false", "max_errors": 1, "batch_size": 1}
+            BASE, params={"dry_run": "false", "max_errors": 1, "batch_size": 1, "adaptive": "false"}
         )
         failed = await wait_for(client, started.json()["id"])
         assert failed["status"] == "failed" and "max_errors=1" in failed["error"]

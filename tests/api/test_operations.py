@@ -36,7 +36,7 @@ async def test_ready_is_503_and_starting_a_job_409_while_the_schema_is_behind(cl
     body = response.json()
     assert body["detail"].startswith("the database is not ready for a migration job")
     assert [(p["name"], p["detail"], p["status"]) for p in body["problems"]] == [
-        ("service schema", "at revision 0003, head is 0004", "problem")
+        ("service schema", "at revision 0003, head is 0005", "problem")
     ]
     assert body["problems"][0]["fix"] == "cd backend && alembic upgrade head"
     async with db.connect() as conn:

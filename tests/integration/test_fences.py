@@ -147,7 +147,7 @@ async def test_a_cancel_never_waits_on_a_process_frozen_mid_heartbeat(db, settin
     try:
         # The heartbeat's UPDATE ran; its process froze before its COMMIT.
         await frozen.begin()
-        assert await store.heartbeat(frozen, job_id=job_id, token=token) == "running"
+        assert (await store.heartbeat(frozen, job_id=job_id, token=token)).status == "running"
         began = time.monotonic()
         async with db.begin() as conn:
             with pytest.raises(store.JobBusy):

@@ -62,7 +62,7 @@ async def test_a_ready_database_passes_every_check_and_nothing_is_written(databa
     assert [c.name for c in report.checks] == EXPECTED_CHECKS
     assert report.ready and report.problems == []
     checks = _by_name(report)
-    assert checks["service schema"].detail == "at revision 0004 (head)"
+    assert checks["service schema"].detail == "at revision 0005 (head)"
     assert checks["candidates"].detail == (
         f"{exact.sessions:,} sessions with action items, {exact.items:,} items (exact)"
     )

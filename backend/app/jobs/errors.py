@@ -117,6 +117,15 @@ def classify(exc: BaseException) -> Kind:
     return Kind.FATAL
 
 
+# A statement or lock timeout (57014 also covers a cancel): the batch asked too much at once.
+_TIMEOUTS = ("57014", "55P03")
+
+
+def timed_out(exc: BaseException) -> bool:
+    """A statement or lock timeout ended the statement."""
+    return isinstance(exc, DBAPIError) and error_info(exc).sqlstate in _TIMEOUTS
+
+
 def missing_relation(exc: BaseException) -> str | None:
     """The table named by an undefined-table error (a schema name, never data)."""
     pg = _driver_error(exc)

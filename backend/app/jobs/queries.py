@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import COUNTERS, ROLLED_BACK_SQL
-from app.models.migration_job import ACTIVE_STATUSES
+from app.models.migration_job import ACTIVE_STATUSES, TERMINAL_STATUSES
 
 # A real run confirmed from a dry run (its id kept in the run's start audit entry) carries
 # that dry run's statistics, so a poll reads a job and its prediction in one statement.
@@ -31,12 +31,16 @@ SELECT j.*,
        greatest(extract(epoch FROM clock_timestamp() - j.heartbeat_at), 0)::float
            AS heartbeat_age_seconds,
        {", ".join(f"coalesce(sum(p.{n}), 0)::bigint AS {n}" for n in COUNTERS)},
-       c.dry_run_id AS confirmed_from, c.predicted
+       c.dry_run_id AS confirmed_from, c.predicted, b.current_batch_size
 FROM migration_jobs AS j
 LEFT JOIN migration_job_partitions AS p ON p.job_id = j.id
 {_PREDICTED}
+LEFT JOIN LATERAL (
+    SELECT batch_size AS current_batch_size FROM migration_batches
+    WHERE job_id = j.id ORDER BY inserted_at DESC LIMIT 1
+) AS b ON true
 """
-_GROUP = " GROUP BY j.id, c.dry_run_id, c.predicted"
+_GROUP = " GROUP BY j.id, c.dry_run_id, c.predicted, b.current_batch_size"
 
 
 async def get_job(conn: AsyncConnection, *, job_id: uuid.UUID) -> dict | None:
@@ -221,3 +225,81 @@ async def jobs_to_report(conn: AsyncConnection, *, recent: int, timeout_ms: int)
         {"recent": recent},
     )
     return [dict(r) for r in rows.mappings()]
+
+
+# The job's batches in equal slices of time from its first batch to its last: what each slice
+# went through and at what size, for the job page's chart. A slice is at least a second wide.
+_TIMELINE_SQL = """
+WITH b AS (
+    SELECT inserted_at, batch_size, processed, seconds FROM migration_batches
+    WHERE job_id = :job_id AND seconds IS NOT NULL
+),
+span AS (
+    SELECT min(inserted_at) AS t0,
+           greatest(extract(epoch FROM max(inserted_at) - min(inserted_at)) / :slices, 1.0)
+               AS width
+    FROM b
+)
+SELECT span.t0 + make_interval(secs => s.slice * span.width) AS start,
+       span.width AS seconds, s.batches, s.processed, s.batch_size, s.busy_seconds
+FROM span,
+LATERAL (
+    SELECT floor(extract(epoch FROM b.inserted_at - span.t0) / span.width)::int AS slice,
+           count(*) AS batches,
+           sum(b.processed)::bigint AS processed,
+           round(avg(b.batch_size))::int AS batch_size,
+           sum(b.seconds)::float AS busy_seconds
+    FROM b GROUP BY 1
+) AS s
+ORDER BY s.slice
+"""
+_THROTTLE_ACTIONS = ("throttled", "throttle_cleared", *TERMINAL_STATUSES, "resume")
+THROTTLE_PERIODS_KEPT = 500
+
+
+async def timeline(conn: AsyncConnection, *, job_id: uuid.UUID, slices: int) -> dict:
+    """Rate and batch size over time from the batch rows, and when the job waited, and on what.
+
+    A wait ends at the next throttle change, the run's end or a resume; one still going has
+    no end. Bounded: `slices` rows and the last THROTTLE_PERIODS_KEPT waits.
+    """
+    rows = (await conn.execute(text(_TIMELINE_SQL), {"job_id": job_id, "slices": slices})).all()
+    events = (
+        await conn.execute(
+            text(
+                "SELECT * FROM (SELECT id, at, action, details FROM migration_audit "
+                "WHERE job_id = :job_id AND action = ANY(:actions) ORDER BY id DESC LIMIT :n) "
+                "AS e ORDER BY id"
+            ),
+            {"job_id": job_id, "actions": list(_THROTTLE_ACTIONS), "n": 2 * THROTTLE_PERIODS_KEPT},
+        )
+    ).all()
+    waits: list[dict] = []
+    for event in events:
+        if waits and waits[-1]["to"] is None:
+            waits[-1]["to"] = event.at
+        if event.action == "throttled":
+            details = event.details
+            waits.append(
+                {
+                    "signal": details.get("signal"),
+                    "message": details.get("message") or details.get("signal"),
+                    "from": event.at,
+                    "to": None,
+                }
+            )
+    return {
+        "slices": [
+            {
+                "start": r.start,
+                "seconds": r.seconds,
+                "batches": r.batches,
+                "processed": r.processed,
+                "rate_per_second": round(r.processed / r.seconds, 1),
+                "batch_size": r.batch_size,
+                "busy_seconds": round(r.busy_seconds, 3),
+            }
+            for r in rows
+        ],
+        "throttled": waits[-THROTTLE_PERIODS_KEPT:],
+    }

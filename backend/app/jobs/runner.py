@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import logs
 from app.config import Settings
-from app.jobs import engine, errors, partitions, queries, rollback, store
+from app.jobs import engine, errors, pacing, partitions, queries, rollback, store, throttle
 
 log = logging.getLogger("app.jobs")
 
@@ -70,11 +71,25 @@ class _Run:
     on_batch: Callable[[BatchEvent], None] | None
     report: bool
     reason: Stop | None = None
+    on_throttle: Callable[[dict[str, Any] | None], None] | None = None
     # Per partition, the failed sessions its committed batches added in this run, as the
     # database holds them: a batch lost to a crash and redone counts once (max_errors). The
     # baseline is what the partition held when this run began, kept across redone batches.
     errors: dict[int, int] = field(default_factory=dict)
     errors_at_start: dict[int, int] = field(default_factory=dict)
+    # Pacing: each partition's batch size, the job's limits (refreshed by every heartbeat), the
+    # backend pids of the workers' connections (whose lock waits the watcher looks for), and
+    # what the health gate knows.
+    sizers: dict[int, pacing.Sizer] = field(default_factory=dict)
+    limits: throttle.Limits = field(default_factory=throttle.Limits)
+    pids: set[int] = field(default_factory=set)
+    lock_wait: float = 0.0  # the longest wait on the job's locks seen since the last check
+    slowdown: throttle.Slowdown = field(default_factory=throttle.Slowdown)
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    health: throttle.Health | None = None
+    health_read_at: float = 0.0
+    waiting_on: throttle.Trip | None = None
+    waiting_since: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def errors_this_run(self) -> int:
@@ -95,6 +110,7 @@ async def run_job(
     stop: asyncio.Event | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     on_batch: Callable[[BatchEvent], None] | None = None,
+    on_throttle: Callable[[dict[str, Any] | None], None] | None = None,
     report: bool = False,
 ) -> str | None:
     """Run (or continue) a queued job to its end; return its final status.
@@ -102,7 +118,8 @@ async def run_job(
     Returns None when the job was not (or is no longer) ours: already claimed, or its lease
     revoked while it ran. Setting `stop` ends the run at the next batch boundary as interrupted.
     `on_start` gets the claimed job, its sessions_total known, before the first batch;
-    `on_batch` each committed batch.
+    `on_batch` each committed batch; `on_throttle` each change of what the run waits on (the
+    job's `throttle` object, or None when it goes on).
     """
 
     async def claim() -> dict | None:
@@ -112,7 +129,15 @@ async def run_job(
     job = await _retrying(settings, None, claim, job_id=job_id)
     if job is None:
         return None
-    run = _Run(job=job, token=token, stop=asyncio.Event(), on_batch=on_batch, report=report)
+    run = _Run(
+        job=job,
+        token=token,
+        stop=asyncio.Event(),
+        on_batch=on_batch,
+        report=report,
+        on_throttle=on_throttle,
+    )
+    run.limits = throttle.Limits.from_dict(job.get("limits"), settings.limits())
     began = time.monotonic()
     log.info(
         "job %s started: kind=%s dry_run=%s",
@@ -121,7 +146,10 @@ async def run_job(
         job["dry_run"],
         extra=logs.event("job.started", job_id=job_id, kind=job["kind"], dry_run=job["dry_run"]),
     )
-    helpers = [asyncio.create_task(_heartbeat(db, settings, run))]
+    helpers = [
+        asyncio.create_task(_heartbeat(db, settings, run)),
+        asyncio.create_task(_watch_locks(db, settings, run)),
+    ]
     if stop is not None:
         helpers.append(asyncio.create_task(_relay(stop, run)))
     try:
@@ -294,10 +322,12 @@ async def _retrying(
     *,
     job_id: uuid.UUID | None = None,
     partition: int | None = None,
+    on_timeout: Callable[[], Any] | None = None,
 ):
     """Run `action`, retrying transient database errors with capped exponential backoff.
 
-    Returns None, without retrying further, when the run is told to stop while it waits.
+    A statement or lock timeout calls `on_timeout` first (an adaptive batch halves). Returns
+    None, without retrying further, when the run is told to stop while it waits.
     """
     delay = settings.retry_backoff_seconds
     for attempt in range(1, settings.retry_attempts + 2):
@@ -312,6 +342,8 @@ async def _retrying(
                 raise
             if attempt > settings.retry_attempts:
                 raise RetriesExhausted(exc, attempt) from exc
+            if on_timeout is not None and errors.timed_out(exc):
+                on_timeout()
             job_id = run.job["id"] if run else job_id
             log.warning(
                 "job %s: %s; retrying in %.1f s (attempt %d of %d)",
@@ -366,7 +398,10 @@ async def _beat(db: AsyncEngine, run: _Run) -> None:
         return
     if status is None:
         run.halt(Stop.LEASE_LOST)
-    elif status == "cancelling":
+        return
+    status, limits = status
+    run.limits = throttle.Limits.from_dict(limits, run.limits)
+    if status == "cancelling":
         run.halt(Stop.CANCEL)
 
 
@@ -395,6 +430,143 @@ class _Batch:
     report: list[dict[str, Any]] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
     seconds: float = 0.0
+    processed: int = 0  # sessions, or goals examined by a rollback
+
+
+async def _health_gate(db: AsyncEngine, settings: Settings, run: _Run) -> None:
+    """Before a batch: wait here while a health signal is over its limit (throttle.py).
+
+    One partition checks at a time, so while one waits the others queue behind it and the whole
+    job holds still. The wait rechecks every throttle_recheck_seconds, beats the heartbeat, and
+    ends at once on a cancel or a shutdown. A session seen waiting on the job's locks also makes
+    adaptive batches halve: smaller batches hold their locks for less time.
+    """
+    async with run.gate:
+        while not run.stop.is_set():
+            trip = await _check(db, settings, run)
+            if trip is None:
+                if run.waiting_on is not None:
+                    await _show_throttle(db, run, None)
+                return
+            await _show_throttle(db, run, trip)
+            if trip.signal == "lock_waits":
+                for sizer in run.sizers.values():
+                    sizer.timed_out()
+            await _pause(db, run, settings.throttle_recheck_seconds)
+
+
+async def _check(db: AsyncEngine, settings: Settings, run: _Run) -> throttle.Trip | None:
+    """The signal over its limit now, if any; the views are read at most once per check period."""
+    stale = time.monotonic() - run.health_read_at >= settings.throttle_check_seconds
+    if run.health is None or stale or run.waiting_on is not None:
+        try:
+            async with db.connect() as conn:
+                run.health = await throttle.read(conn)
+        except (SQLAlchemyError, OSError) as exc:
+            if run.health_read_at >= 0:  # once per run: a failing read must not flood the log
+                log.warning(
+                    "job %s: could not read the database's health (%s); going on without it",
+                    run.job["id"],
+                    errors.describe(exc),
+                    extra=logs.event(
+                        "job.health_unreadable", job_id=run.job["id"], **logs.failure(exc)
+                    ),
+                )
+            run.health_read_at = -1.0
+        else:
+            run.health_read_at = time.monotonic()
+    lock_wait, run.lock_wait = run.lock_wait, 0.0
+    if run.health is None:
+        return None
+    return throttle.decide(
+        run.health, run.limits, lock_wait=lock_wait, slowdown=run.slowdown.take()
+    )
+
+
+async def _show_throttle(db: AsyncEngine, run: _Run, trip: throttle.Trip | None) -> None:
+    """Put what the job waits on in its row; a change is one log line and one audit entry."""
+    job_id, before = run.job["id"], run.waiting_on
+    changed = trip is None or before is None or trip.signal != before.signal
+    if trip is not None and changed:
+        run.waiting_since = datetime.now(UTC)
+    shown = None
+    if trip is not None:
+        since = run.waiting_since.isoformat()
+        shown = {**trip.as_dict(), "message": trip.message, "since": since}
+    if trip is None:
+        waited = round((datetime.now(UTC) - run.waiting_since).total_seconds(), 1)
+        action, details = "throttle_cleared", {"signal": before.signal, "waited_seconds": waited}
+        log.info(
+            "job %s: going on after waiting %.1f s on %s",
+            job_id,
+            waited,
+            before.message,
+            extra=logs.event("job.throttle_cleared", job_id=job_id, **details),
+        )
+    elif changed:
+        action, details = "throttled", shown
+        log.info(
+            "job %s: waiting: %s",
+            job_id,
+            trip.message,
+            extra=logs.event("job.throttled", job_id=job_id, **trip.as_dict()),
+        )
+    else:
+        action, details = None, None  # the same wait, a new reading: no new audit entry
+    run.waiting_on = trip
+    if run.on_throttle is not None and (changed or trip is not None):
+        run.on_throttle(shown)
+    try:
+        async with db.begin() as conn:
+            await store.set_throttle(
+                conn,
+                job_id=job_id,
+                token=run.token,
+                throttle=shown,
+                audit_action=action,
+                details=details,
+            )
+    except (SQLAlchemyError, OSError) as exc:
+        # Showing the wait is for people; the wait itself goes on, and the next change retries.
+        log.warning(
+            "job %s: could not record its throttle (%s)",
+            job_id,
+            errors.describe(exc),
+            extra=logs.event("job.throttle_not_recorded", job_id=job_id, **logs.failure(exc)),
+        )
+
+
+async def _watch_locks(db: AsyncEngine, settings: Settings, run: _Run) -> None:
+    """While batches run, note the longest wait of another session on the job's locks.
+
+    Between batches the job holds no lock, so the health gate cannot see these waits itself.
+    """
+    conn: AsyncConnection | None = None
+    try:
+        while True:
+            await asyncio.sleep(settings.lock_watch_seconds)
+            if run.limits.max_lock_wait_seconds is None or not run.pids:
+                continue
+            try:
+                if conn is None:
+                    conn = await db.connect()
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                waited = await throttle.lock_waits(conn, sorted(run.pids))
+            except (SQLAlchemyError, OSError):
+                if conn is not None:
+                    await _discard(conn)
+                conn = None
+                continue
+            run.lock_wait = max(run.lock_wait, waited)
+    finally:
+        if conn is not None:
+            await _discard(conn)
+
+
+async def _backend_pid(conn: AsyncConnection) -> int:
+    """The server process behind a connection, as the driver knows it (no round trip)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection.get_server_pid()
 
 
 async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Partition) -> None:
@@ -411,14 +583,28 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
     }
     cursor = part.cursor
     run.errors_at_start.setdefault(part.number, part.errors)
+    sizer = run.sizers.setdefault(
+        part.number,
+        pacing.Sizer(
+            size=job["batch_size"],
+            adaptive=job["adaptive"],
+            target_seconds=settings.batch_target_seconds,
+            smallest=settings.batch_size_min,
+            largest=settings.batch_size_max,
+            step=settings.batch_size_step,
+        ),
+    )
     in_doubt = False  # after a failure, the database may hold more or less than we believe
     conn: AsyncConnection | None = None  # held from batch to batch; replaced after a failure
+    pid: int | None = None
 
     async def one_batch() -> _Batch:
-        nonlocal cursor, in_doubt, conn
+        nonlocal cursor, in_doubt, conn, pid
         started = time.monotonic()
         if conn is None:
             conn = await db.connect()
+            pid = await _backend_pid(conn)
+            run.pids.add(pid)
         try:
             # One transaction: the batch's rows, its counters and cursor, and the lease check.
             async with conn.begin():
@@ -437,12 +623,13 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                         ahead=None,
                     )
                 lo = part.range_start if cursor is None else partitions.after(cursor)
-                batch = await step(conn, run, part, cursor, lo, known)
+                batch = await step(conn, run, part, cursor, lo, known, sizer.size, started)
         except BaseException:
             # Whatever failed, the database may now hold more than this process believes (a
             # COMMIT whose answer was lost) or less (a crash lost batches that had committed
             # asynchronously): the next attempt reads the cursor the database kept.
             in_doubt = True
+            run.pids.discard(pid)
             await _discard(conn)
             conn = None
             raise
@@ -452,9 +639,16 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
 
     try:
         while not run.stop.is_set():
-            batch = await _retrying(settings, run, one_batch, partition=part.number)
+            await _health_gate(db, settings, run)
+            if run.stop.is_set():
+                return
+            batch = await _retrying(
+                settings, run, one_batch, partition=part.number, on_timeout=sizer.timed_out
+            )
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed
+            run.slowdown.add(batch.seconds, batch.processed)
+            sizer.took(batch.seconds, batch.processed)
             if batch.failed:
                 _log_failed(job["id"], batch.failed, part.number)
             run.errors[part.number] = known["errors"] - run.errors_at_start[part.number]
@@ -473,6 +667,7 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
         run.stop.set()  # one partition failing ends the run for all of them
         raise
     finally:
+        run.pids.discard(pid)
         if conn is not None:
             await _discard(conn)
 
@@ -515,15 +710,17 @@ async def _migrate_batch(
     cursor: uuid.UUID | None,
     lo: uuid.UUID | None,
     known: dict,
+    size: int,
+    started: float,
 ) -> _Batch:
     """Migrate the next whole patients of this partition, or mark it done."""
     job = run.job
     hi = None
     ahead, known["ahead"] = known["ahead"], None
-    if ahead is not None and ahead[0] == lo:
-        hi = ahead[1]
+    if ahead is not None and ahead[:2] == (lo, size):
+        hi = ahead[2]
     elif lo is not None and lo <= part.range_end:
-        hi = await engine.next_bound(conn, lo=lo, end=part.range_end, batch_size=job["batch_size"])
+        hi = await engine.next_bound(conn, lo=lo, end=part.range_end, batch_size=size)
     if hi is None:
         return _Batch(None, await _save(conn, run, part, cursor, None, done=True, stats={}))
     result = await engine.run_batch(
@@ -535,8 +732,9 @@ async def _migrate_batch(
         findings_room=engine.FINDINGS_CAP - known["findings"],
         preview_room=engine.PREVIEW_CAP - known["preview"],
         report=run.report,
-        bound_ahead=(part.range_end, job["batch_size"]),
+        bound_ahead=(part.range_end, size),
     )
+    processed = result.stats["sessions_processed"]
     status = await _save(
         conn,
         run,
@@ -547,14 +745,16 @@ async def _migrate_batch(
         stats=result.stats,
         findings_stored=result.findings_stored,
         preview_stored=result.preview_stored,
-        record_batch=not job["dry_run"] and result.stats["goals_created"] > 0,
+        batch=(size, processed, time.monotonic() - started),
     )
     known["findings"] += result.findings_stored
     known["preview"] += result.preview_stored
     known["errors"] += result.stats["errors"]
     if result.next_hi is not None:
-        known["ahead"] = (partitions.after(hi), result.next_hi)
-    return _Batch(hi, status, result.stats, result.report, result.failed_sessions)
+        known["ahead"] = (partitions.after(hi), size, result.next_hi)
+    batch = _Batch(hi, status, result.stats, result.report, result.failed_sessions)
+    batch.processed = processed
+    return batch
 
 
 async def _rollback_batch(
@@ -564,6 +764,8 @@ async def _rollback_batch(
     cursor: uuid.UUID | None,
     lo: uuid.UUID | None,
     known: dict,
+    size: int,
+    started: float,
 ) -> _Batch:
     """Delete (or count) the next goals of the target jobs in this partition."""
     job = run.job
@@ -574,13 +776,23 @@ async def _rollback_batch(
         targets=job["target_job_ids"],
         lo=lo,
         end=part.range_end,
-        batch_size=job["batch_size"],
+        batch_size=size,
         force=job["force"],
         dry_run=job["dry_run"],
     )
     done = batch.last_id is None or batch.last_id == part.range_end
-    status = await _save(conn, run, part, cursor, batch.last_id, done=done, stats=batch.stats)
-    return _Batch(batch.last_id, status, batch.stats)
+    processed = sum(batch.stats.values())
+    status = await _save(
+        conn,
+        run,
+        part,
+        cursor,
+        batch.last_id,
+        done=done,
+        stats=batch.stats,
+        batch=(size, processed, time.monotonic() - started) if processed else None,
+    )
+    return _Batch(batch.last_id, status, batch.stats, processed=processed)
 
 
 async def _save(

@@ -196,6 +196,8 @@ async def create_job(
     max_errors: int = 1000,
     force: bool = False,
     targets: Sequence[uuid.UUID] = (),
+    adaptive: bool = False,
+    limits: dict[str, Any] | None = None,
     **extra: Any,
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """Insert a queued job and its partitions; return (job id, run token).
@@ -218,6 +220,8 @@ async def create_job(
         "target_job_id": targets[0] if targets else None,
         "targets": list(targets) or None,
         "token": token,
+        "adaptive": adaptive,
+        "limits": limits,
     }
     try:
         async with conn.begin_nested():
@@ -226,12 +230,13 @@ async def create_job(
                     text(
                         "INSERT INTO migration_jobs (kind, dry_run, batch_size, requested_by, "
                         "pause_ms, max_errors, force, target_job_id, target_job_ids, run_token, "
-                        "heartbeat_at) "
+                        "heartbeat_at, adaptive, limits) "
                         "VALUES (:kind, :dry_run, :batch_size, :requested_by, :pause_ms, "
-                        ":max_errors, :force, :target_job_id, :targets, :token, now()) "
+                        ":max_errors, :force, :target_job_id, :targets, :token, now(), "
+                        ":adaptive, CAST(:limits AS jsonb)) "
                         "RETURNING id"
                     ),
-                    params,
+                    {**params, "limits": json.dumps(limits) if limits is not None else None},
                 )
             ).scalar_one()
             await conn.execute(
@@ -338,7 +343,7 @@ async def claim(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -
         (
             await conn.execute(
                 text(
-                    "UPDATE migration_jobs SET status = 'running', "
+                    "UPDATE migration_jobs SET status = 'running', throttle = NULL, "
                     "started_at = coalesce(started_at, now()), run_started_at = now(), "
                     "heartbeat_at = now(), run_start_processed = ("
                     "  SELECT coalesce(sum(sessions_processed + goals_deleted"
@@ -407,7 +412,7 @@ async def save_progress(
     stats: dict[str, int],
     findings_stored: int = 0,
     preview_stored: int = 0,
-    record_batch: bool = False,
+    batch: tuple[int, int, float] | None = None,
     async_commit: bool = False,
 ) -> str:
     """Add a batch's counters and move the cursor, inside the batch's own transaction.
@@ -418,9 +423,11 @@ async def save_progress(
     an earlier attempt of the same batch, its COMMIT's answer lost, committed after all. Either
     way the caller's transaction must roll back, taking the batch's goals with it. The update
     waits on the row lock of such an attempt still committing, then re-reads the row.
-    `record_batch` notes the batch's commit time for rollback; `async_commit` makes the
-    transaction commit without waiting for its WAL to reach disk (runner.py says when that is
-    safe). Both ride on this one statement, so a batch costs no extra round trip for them.
+    `batch` (the size it asked for, the rows it went through, its seconds so far) is recorded in
+    migration_batches with the transaction's time, which is also when a real run's goals were
+    inserted (rollback relies on it); `async_commit` makes the transaction commit without
+    waiting for its WAL to reach disk (runner.py says when that is safe). Both ride on this one
+    statement, so a batch costs no extra round trip for them.
     """
     assignments = ", ".join(f"{name} = {name} + :{name}" for name in COUNTERS)
     params = {name: stats.get(name, 0) for name in COUNTERS}
@@ -433,8 +440,10 @@ async def save_progress(
             "WHERE job_id = :job_id AND partition = :partition AND run_token = :token "
             "AND cursor IS NOT DISTINCT FROM :started_from AND NOT done "
             "RETURNING (SELECT status FROM migration_jobs WHERE id = :job_id) AS status), "
-            "recorded AS (INSERT INTO migration_batches (job_id, partition, inserted_at) "
-            "SELECT :job_id, :partition, now() FROM saved WHERE :record_batch) "
+            "recorded AS (INSERT INTO migration_batches "
+            "(job_id, partition, inserted_at, batch_size, processed, seconds) "
+            "SELECT :job_id, :partition, now(), :batch_size, :processed, :seconds "
+            "FROM saved WHERE :record_batch) "
             "SELECT status, CASE WHEN :async_commit "
             "THEN set_config('synchronous_commit', 'off', true) END FROM saved"
         ),
@@ -448,7 +457,10 @@ async def save_progress(
             "done": done,
             "findings_stored": findings_stored,
             "preview_stored": preview_stored,
-            "record_batch": record_batch,
+            "record_batch": batch is not None,
+            "batch_size": batch[0] if batch else None,
+            "processed": batch[1] if batch else None,
+            "seconds": batch[2] if batch else None,
             "async_commit": async_commit,
         },
     )
@@ -465,18 +477,75 @@ async def save_progress(
     return status
 
 
-async def heartbeat(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -> str | None:
-    """Refresh the heartbeat; return the job's status, or None when the lease is lost."""
+async def heartbeat(conn: AsyncConnection, *, job_id: uuid.UUID, token: uuid.UUID) -> Any:
+    """Refresh the heartbeat; return the job's status and limits, or None when the lease is lost.
+
+    The limits come back with every beat, so a change made while the job runs (set_limits)
+    reaches it within a heartbeat.
+    """
     return (
         await conn.execute(
             text(
                 "UPDATE migration_jobs SET heartbeat_at = now() "
                 "WHERE id = :job_id AND run_token = :token "
-                f"AND status IN {_RUNNING} RETURNING status"
+                f"AND status IN {_RUNNING} RETURNING status, limits"
             ),
             {"job_id": job_id, "token": token},
         )
-    ).scalar_one_or_none()
+    ).one_or_none()
+
+
+async def set_throttle(
+    conn: AsyncConnection,
+    *,
+    job_id: uuid.UUID,
+    token: uuid.UUID,
+    throttle: dict[str, Any] | None,
+    audit_action: str | None,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """Show what the run waits on (None: nothing); audit it when it changed. False: not ours."""
+    updated = await conn.execute(
+        text(
+            "UPDATE migration_jobs SET throttle = CAST(:throttle AS jsonb) "
+            f"WHERE id = :job_id AND run_token = :token AND status IN {_RUNNING} RETURNING 1"
+        ),
+        {"job_id": job_id, "token": token, "throttle": json.dumps(throttle) if throttle else None},
+    )
+    if updated.first() is None:
+        return False
+    if audit_action:
+        await audit(conn, job_id=job_id, actor="system", action=audit_action, details=details)
+    return True
+
+
+async def set_limits(
+    conn: AsyncConnection, *, job_id: uuid.UUID, actor: str, changes: dict[str, Any]
+) -> None:
+    """Change a job's health thresholds; a running job applies them within a heartbeat.
+
+    Allowed while the job is active or can be resumed; audited with the old and new values.
+    """
+    row = (
+        await conn.execute(
+            text("SELECT status, limits FROM migration_jobs WHERE id = :job_id FOR NO KEY UPDATE"),
+            {"job_id": job_id},
+        )
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row.status not in (*ACTIVE_STATUSES, *RESUMABLE_STATUSES):
+        raise JobStateError(f"the job is {row.status}; its limits no longer apply to anything")
+    before = row.limits or {}
+    await conn.execute(
+        text(
+            "UPDATE migration_jobs SET limits = coalesce(limits, '{}'::jsonb) || "
+            "CAST(:changes AS jsonb) WHERE id = :job_id"
+        ),
+        {"job_id": job_id, "changes": json.dumps(changes)},
+    )
+    details = {name: {"from": before.get(name), "to": value} for name, value in changes.items()}
+    await audit(conn, job_id=job_id, actor=actor, action="limits", details=details)
 
 
 async def finish(
@@ -498,7 +567,7 @@ async def finish(
         await conn.execute(
             text(
                 "UPDATE migration_jobs SET status = :status, error = :error, run_token = NULL, "
-                "finished_at = now(), heartbeat_at = now() "
+                "finished_at = now(), heartbeat_at = now(), throttle = NULL "
                 "WHERE id = :job_id AND run_token = :token "
                 f"AND status IN {_RUNNING} "
                 "AND (:status <> 'succeeded' OR NOT EXISTS ("
@@ -638,7 +707,7 @@ async def _revoke(
     await conn.execute(
         text(
             "UPDATE migration_jobs SET status = :status, run_token = NULL, finished_at = now(), "
-            "error = coalesce(:error, error) WHERE id = :job_id"
+            "throttle = NULL, error = coalesce(:error, error) WHERE id = :job_id"
         ),
         {"job_id": job_id, "status": status, "error": error},
     )

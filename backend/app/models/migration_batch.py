@@ -1,13 +1,15 @@
-"""One row per committed batch of a real migration: the time its goals were inserted.
+"""One row per committed batch of a job: when it committed, its size and how long it took.
 
-A goal is unmodified exactly while its updated_at still equals its batch's insertion time and
-its status is still 'assigned'; rollback relies on this to spare clinicians' later work.
+For a real migration, inserted_at is the time the batch's goals were inserted: a goal is
+unmodified exactly while its updated_at still equals it and its status is still 'assigned';
+rollback relies on this to spare clinicians' later work. The sizes and timings drive adaptive
+batch sizing's record and the job page's chart (queries.timeline).
 """
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index
+from sqlalchemy import REAL, BigInteger, DateTime, ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -21,3 +23,8 @@ class MigrationBatch(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("migration_jobs.id", ondelete="CASCADE"))
     partition: Mapped[int]
     inserted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The size the batch asked for (sessions, or goals for a rollback), what it went through, and
+    # its duration from its first statement to its commit. NULL on batches from before 0005.
+    batch_size: Mapped[int | None]
+    processed: Mapped[int | None]
+    seconds: Mapped[float | None] = mapped_column(REAL)

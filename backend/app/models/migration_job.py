@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -80,3 +82,9 @@ class MigrationJob(Base):
     # Where the current run began, so rate and ETA measure this run only after a resume.
     run_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     run_start_processed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # batch_size is where an adaptive job starts; its batches then aim at a duration (pacing.py).
+    adaptive: Mapped[bool] = mapped_column(server_default=text("false"))
+    # The health thresholds this job yields to (throttle.Limits), changeable while it runs, and
+    # what it waits on right now (throttle.Trip), NULL while it is not waiting.
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    throttle: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

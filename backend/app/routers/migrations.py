@@ -20,7 +20,7 @@ from app.deps import (
     reject_unknown_input,
     require_admin,
 )
-from app.jobs import engine, prediction, queries, store
+from app.jobs import engine, prediction, queries, store, throttle
 from app.jobs import verify as verify_numbers
 from app.jobs.runner import recover_stale
 from app.models.migration_job import ACTIVE_STATUSES
@@ -68,6 +68,55 @@ _KEEP_LATER_RUNS = (
     "Roll back even though later real runs counted these goals as duplicates; run a migration "
     "again afterwards to create the goals they skipped (GET /verify counts them)"
 )
+
+
+_OFF = " (0 turns it off; default from the service's THROTTLE_* settings)"
+_ADAPTIVE = (
+    "Tune each batch's size to the target batch duration (BATCH_TARGET_SECONDS), starting at "
+    "batch_size; false keeps batch_size fixed"
+)
+
+
+@dataclasses.dataclass
+class LimitParams:
+    """The health thresholds a request may set, each optional (throttle.Limits)."""
+
+    max_replay_lag_seconds: Annotated[
+        float | None, Query(ge=0, le=86400, description="Standby replay lag, seconds" + _OFF)
+    ] = None
+    max_replay_lag_bytes: Annotated[
+        int | None,
+        Query(ge=0, le=2**50, description="Standby or logical slot lag, bytes of WAL" + _OFF),
+    ] = None
+    max_archive_backlog: Annotated[
+        int | None, Query(ge=0, le=10**6, description="WAL segments not yet archived" + _OFF)
+    ] = None
+    yield_to_autovacuum: Annotated[
+        bool | None,
+        Query(description="Wait for autovacuum on the two tables (anti-wraparound: always)"),
+    ] = None
+    max_lock_wait_seconds: Annotated[
+        float | None,
+        Query(ge=0, le=3600, description="A session's wait on the job's locks, seconds" + _OFF),
+    ] = None
+    max_batch_slowdown: Annotated[
+        float | None,
+        Query(ge=0, le=1000, description="Batch time over its recent median, times" + _OFF),
+    ] = None
+
+    def given(self) -> dict:
+        """The limits the request sets, 0 turned into null (off)."""
+        return {
+            name: throttle.off_if_zero(value)
+            for name, value in dataclasses.asdict(self).items()
+            if value is not None
+        }
+
+    def for_new_job(self, settings: Settings) -> dict:
+        return {**settings.limits().as_dict(), **self.given()}
+
+
+LimitsDep = Annotated[LimitParams, Depends()]
 
 
 async def active_job_conflict(request: Request, exc: store.ActiveJobExists) -> JSONResponse:
@@ -186,10 +235,12 @@ async def start_migration(
     runner: RunnerDep,
     conn: ConnDep,
     settings: SettingsDep,
+    limits: LimitsDep,
     dry_run: bool = True,
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
     max_errors: Annotated[int, Query(ge=0, le=10_000_000)] = 1000,
+    adaptive: Annotated[bool, Query(description=_ADAPTIVE)] = True,
     confirmed_from: Annotated[
         uuid.UUID | None,
         Query(
@@ -208,6 +259,8 @@ async def start_migration(
         batch_size=batch_size,
         pause_ms=pause_ms,
         max_errors=max_errors,
+        adaptive=adaptive,
+        limits=limits.for_new_job(settings),
         requested_by=admin.sub,
         # kept in the start audit entry, where queries.get_job finds it
         **({"confirmed_from": confirmed_from} if confirmed_from else {}),
@@ -310,6 +363,23 @@ async def audit(job_id: uuid.UUID, conn: ConnDep, settings: SettingsDep):
     return schemas.AuditList(items=await queries.list_audit(conn, job_id=job_id))
 
 
+@router.get(
+    "/{job_id}/timeline",
+    response_model=schemas.Timeline,
+    response_model_by_alias=True,
+    responses=_NOT_FOUND,
+    summary="Rate and batch size over time, and when the job waited on a health signal",
+)
+async def timeline(
+    job_id: uuid.UUID,
+    conn: ConnDep,
+    settings: SettingsDep,
+    slices: Annotated[int, Query(ge=1, le=500, description="How many slices of time")] = 60,
+):
+    await _job(conn, settings, job_id)
+    return await queries.timeline(conn, job_id=job_id, slices=slices)
+
+
 @router.post(
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
@@ -323,6 +393,24 @@ async def cancel(job_id: uuid.UUID, admin: AdminUser, conn: ConnDep, settings: S
         await store.request_cancel(
             conn, job_id=job_id, actor=admin.sub, stale_after_seconds=settings.stale_after_seconds
         )
+    return await _job(conn, settings, job_id)
+
+
+@router.post(
+    "/{job_id}/limits",
+    response_model=schemas.Job,
+    responses={**_NOT_FOUND, 409: {"model": schemas.Problem}},
+    summary="Change the health thresholds of an active or stopped job (audited); a running job "
+    "applies them within a heartbeat",
+)
+async def change_limits(
+    job_id: uuid.UUID, limits: LimitsDep, admin: AdminUser, conn: ConnDep, settings: SettingsDep
+):
+    changes = limits.given()
+    if not changes:
+        return await _job(conn, settings, job_id)  # nothing to change, nothing audited
+    async with conn.begin():
+        await store.set_limits(conn, job_id=job_id, actor=admin.sub, changes=changes)
     return await _job(conn, settings, job_id)
 
 
@@ -366,6 +454,8 @@ async def _start_rollback(
     batch_size: int,
     pause_ms: int,
     keep_later_runs: bool,
+    adaptive: bool,
+    limits: LimitParams,
 ) -> schemas.Job:
     new_id = await runner.start(
         kind="rollback",
@@ -373,6 +463,8 @@ async def _start_rollback(
         force=force,
         batch_size=batch_size,
         pause_ms=pause_ms,
+        adaptive=adaptive,
+        limits=limits.for_new_job(settings),
         targets=targets,
         requested_by=admin.sub,
         **({"keep_later_runs": True} if keep_later_runs else {}),
@@ -400,6 +492,7 @@ async def rollback_jobs(
     runner: RunnerDep,
     conn: ConnDep,
     settings: SettingsDep,
+    limits: LimitsDep,
     jobs: Annotated[
         str,
         Query(
@@ -416,12 +509,14 @@ async def rollback_jobs(
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
     keep_later_runs: Annotated[bool, Query(description=_KEEP_LATER_RUNS)] = False,
+    adaptive: Annotated[bool, Query(description=_ADAPTIVE)] = True,
 ):
     targets = _job_ids(jobs)
     await _require_ready(conn)
     return await _start_rollback(
         response, admin, runner, conn, settings, targets=targets, force=force,
         dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms, keep_later_runs=keep_later_runs,
+        adaptive=adaptive, limits=limits,
     )  # fmt: skip
 
 
@@ -465,15 +560,18 @@ async def rollback(
     runner: RunnerDep,
     conn: ConnDep,
     settings: SettingsDep,
+    limits: LimitsDep,
     force: bool = False,
     dry_run: Annotated[bool, Query(description=_ROLLBACK_DRY_RUN)] = True,
     batch_size: Annotated[int, Query(ge=1, le=10000)] = DEFAULT_BATCH_SIZE,
     pause_ms: Annotated[int, Query(ge=0, le=60000)] = 0,
     keep_later_runs: Annotated[bool, Query(description=_KEEP_LATER_RUNS)] = False,
+    adaptive: Annotated[bool, Query(description=_ADAPTIVE)] = True,
 ):
     await _require_ready(conn)
     await _job(conn, settings, job_id)
     return await _start_rollback(
         response, admin, runner, conn, settings, targets=[job_id], force=force,
         dry_run=dry_run, batch_size=batch_size, pause_ms=pause_ms, keep_later_runs=keep_later_runs,
+        adaptive=adaptive, limits=limits,
     )  # fmt: skip

@@ -11,6 +11,7 @@ built again. Both take a connection in autocommit mode (alembic's autocommit_blo
 import logging
 import time
 
+from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -137,3 +138,27 @@ def constraint_exists(conn: Connection, table: str, name: str) -> bool:
         ),
         {"table": table, "name": name},
     ).scalar()
+
+
+def refuse_losing_provenance(conn: Connection) -> int:
+    """Refuse a downgrade that would drop treatment_goals.source_job_id while goals carry it.
+
+    The column is the only record of which goals the service created (rollback needs it).
+    Returns how many goals carry it; `-x force=true` on the downgrade overrides the refusal.
+    Every downgrade from 0004 up asks this first, so a refused downgrade undoes nothing.
+    """
+    if not column_exists(conn, "treatment_goals", "source_job_id"):
+        return 0
+    migrated = conn.execute(
+        text("SELECT count(*) FROM treatment_goals WHERE source_job_id IS NOT NULL")
+    ).scalar()
+    force = context.get_x_argument(as_dictionary=True).get("force", "").lower() == "true"
+    if migrated and not force:
+        raise CommandError(
+            f"{migrated} goals were created by migration jobs, and treatment_goals.source_job_id "
+            "is the only record of which: without it they can no longer be rolled back or told "
+            "apart. Roll those jobs back first, or keep the column; to drop it anyway: "
+            "add -x force=true to the downgrade, e.g. alembic -x force=true downgrade 0003 "
+            "(no goal is deleted either way)"
+        )
+    return migrated

@@ -11,7 +11,7 @@ added NOT VALID and then validated, which scans the table without blocking write
 built CONCURRENTLY. Every step checks what exists first, so an interrupted upgrade can simply
 be run again.
 
-It is the last revision, so a downgrade meets its refusal before anything else is undone.
+0005's downgrade asks the same question first, so a refused downgrade undoes nothing.
 Downgrade removes the column, its foreign key and its index, and deletes no goal. While any
 goal records a source job it refuses: the column is the only record of which goals the service
 created (rollback needs it). `alembic -x force=true downgrade 0003` overrides that.
@@ -20,8 +20,7 @@ created (rollback needs it). `alembic -x force=true downgrade 0003` overrides th
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
-from alembic.util import CommandError
+from alembic import op
 
 from app.schema import online
 
@@ -64,18 +63,7 @@ def downgrade() -> None:
     conn = op.get_bind()
     if not online.column_exists(conn, "treatment_goals", "source_job_id"):
         return
-    migrated = conn.execute(
-        sa.text("SELECT count(*) FROM treatment_goals WHERE source_job_id IS NOT NULL")
-    ).scalar()
-    force = context.get_x_argument(as_dictionary=True).get("force", "").lower() == "true"
-    if migrated and not force:
-        raise CommandError(
-            f"{migrated} goals were created by migration jobs, and treatment_goals.source_job_id "
-            "is the only record of which: without it they can no longer be rolled back or told "
-            "apart. Roll those jobs back first, or keep the column; to drop it anyway: "
-            "add -x force=true to the downgrade, e.g. alembic -x force=true downgrade 0003 "
-            "(no goal is deleted either way)"
-        )
+    migrated = online.refuse_losing_provenance(conn)
     online.log.info(
         "removing treatment_goals.source_job_id with %s and %s; %d goals lose the record of the "
         "job that created them; no goal is deleted",

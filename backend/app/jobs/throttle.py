@@ -110,7 +110,7 @@ def _amount(value: float | None, unit: str | None) -> str:
             if value >= size:
                 return f"{value / size:.1f} {name}"
         return f"{value:.0f} bytes"
-    number = f"{value:.1f}".removesuffix(".0") if value != int(value) or unit == "s" else f"{value}"
+    number = f"{value:.1f}".removesuffix(".0")
     if unit == "×":
         return f"{number}×"
     return f"{number} {unit}" if unit else number

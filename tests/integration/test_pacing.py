@@ -1,0 +1,205 @@
+"""Adaptive batch sizes and backing off from clinicians, on real data and real locks.
+
+Every run here ends equal to the model of the rules (tests/model.py), whatever sizes it picked
+and however often it waited: sizes only move where batches end, and batches hold whole patients.
+"""
+
+import asyncio
+import statistics
+import time
+
+import asyncpg
+from sqlalchemy import text
+
+from app import demo
+from app.config import load_settings
+from app.db import create_engine
+from app.jobs import runner
+from tests import helpers
+from tests.conftest import SECRET
+from tests.expected import model_outcome
+
+
+def _settings(database_url: str, **overrides):
+    return load_settings(
+        database_url=database_url,
+        jwt_secret=SECRET,
+        heartbeat_seconds=0.1,
+        retry_backoff_seconds=0.05,
+        _env_file=None,
+        **overrides,
+    )
+
+
+async def _batches(db, job_id) -> list:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT inserted_at, batch_size, processed, seconds FROM migration_batches "
+                "WHERE job_id = :job_id ORDER BY inserted_at, id"
+            ),
+            {"job_id": job_id},
+        )
+        return rows.all()
+
+
+async def _audit(db, job_id) -> list:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT at, action, details FROM migration_audit WHERE job_id = :job_id ORDER BY id"
+            ),
+            {"job_id": job_id},
+        )
+        return rows.all()
+
+
+async def test_sizes_converge_on_the_target_within_bounds_and_any_sizes_give_the_model(
+    database_url,
+):
+    await demo.write(database_url, sessions=5000, seed=41)
+    target = 0.05
+    settings = _settings(
+        database_url, batch_target_seconds=target, batch_size_min=10, batch_size_max=2000
+    )
+    db = create_engine(settings)
+    try:
+        expected = await model_outcome(db)
+        # The prediction: a dry run with a fixed, odd size.
+        dry = await helpers.run(
+            db, settings, dry_run=True, batch_size=37, adaptive=False, partition_count=1
+        )
+        real = await helpers.run(db, settings, batch_size=10, adaptive=True, partition_count=1)
+        assert real["status"] == "succeeded" and real["adaptive"]
+        assert helpers.stats(real) == helpers.stats(dry) == expected.stats
+        assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+
+        batches = await _batches(db, real["id"])
+        sizes = [b.batch_size for b in batches]
+        assert sizes[0] == 10 and all(10 <= s <= 2000 for s in sizes)
+        for before, after in zip(sizes, sizes[1:], strict=False):
+            assert before / 1.5 - 1 <= after <= before * 1.5 + 1  # one bounded step at a time
+        assert max(sizes) > 10 * 1.5**3  # it grew: 10 sessions take far less than 50 ms
+        full = [b for b in batches[:-2] if b.processed >= b.batch_size]
+        settled = statistics.median(b.seconds for b in full[-5:])
+        assert target / 3 <= settled <= target * 3, (settled, sizes)
+        # The fixed dry run kept its size on every batch.
+        assert {b.batch_size for b in await _batches(db, dry["id"])} == {37}
+    finally:
+        await db.dispose()
+
+
+async def test_a_statement_timeout_halves_the_batch_and_the_run_ends_equal_to_the_model(
+    database_url, job_log
+):
+    await demo.write(database_url, sessions=1500, seed=42)
+    admin = await asyncpg.connect(database_url)
+    try:
+        # Inserting a goal costs a millisecond (a statement trigger sleeps), and the database
+        # ends any statement after 300 ms: 1,000 sessions at a time can never commit.
+        await admin.execute(
+            "CREATE FUNCTION slow_goals() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "PERFORM pg_sleep(0.001 * (SELECT count(*) FROM inserted)); RETURN NULL; END $$"
+        )
+        await admin.execute(
+            "CREATE TRIGGER slow_goals AFTER INSERT ON treatment_goals "
+            "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION slow_goals()"
+        )
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f"ALTER DATABASE {database} SET statement_timeout = '300ms'")
+    finally:
+        await admin.close()
+    settings = _settings(database_url, batch_size_min=20)
+    db = create_engine(settings)
+    try:
+        expected = await model_outcome(db)
+        job = await helpers.run(db, settings, batch_size=1000, adaptive=True, partition_count=1)
+        assert job["status"] == "succeeded", job["error"]
+        assert helpers.stats(job) == expected.stats
+        assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+        assert any("QueryCanceled" in line and "retrying" in line for line in job_log)
+        sizes = [b.batch_size for b in await _batches(db, job["id"])]
+        # Nothing of 1,000 or 500 committed: the first batch that did had been halved twice.
+        assert sizes[0] <= 250 and max(sizes) < 500, sizes
+    finally:
+        await db.dispose()
+
+
+async def test_a_clinician_blocked_by_a_batch_makes_the_job_back_off_and_gets_through(
+    database_url,
+):
+    await demo.write(database_url, sessions=800, seed=43)
+    settings = _settings(
+        database_url, batch_size_min=10, throttle_recheck_seconds=0.3, lock_watch_seconds=0.05
+    )
+    db = create_engine(settings)
+    clinician = await asyncpg.connect(database_url)
+    try:
+        expected = await model_outcome(db)
+        limits = settings.limits().as_dict() | {"max_lock_wait_seconds": 0.1}
+        job_id, token = await helpers.start_job(
+            db, settings, dry_run=False, batch_size=60, adaptive=True, partition_count=1,
+            limits=limits,
+        )  # fmt: skip
+        task = asyncio.create_task(runner.run_job(db, settings, job_id=job_id, token=token))
+        async with helpers.gate_closed(db):
+            await helpers.at_gate(db, 1)
+            # The batch held at the gate has inserted the goals of the patients after the
+            # cursor, locking their sessions against deletes and FOR UPDATE (foreign key).
+            async with db.connect() as conn:
+                cursor = (
+                    await conn.execute(
+                        text("SELECT cursor FROM migration_job_partitions WHERE job_id = :j"),
+                        {"j": job_id},
+                    )
+                ).scalar_one()
+            patient, _, session_id, *_ = min(
+                g for g in expected.goals if cursor is None or g[0] > cursor
+            )
+            opens = clinician.transaction()
+            await opens.start()
+            edit = asyncio.create_task(
+                clinician.execute(
+                    "SELECT 1 FROM therapy_sessions WHERE id = $1 FOR UPDATE", session_id
+                )
+            )
+            await helpers.until(
+                lambda: _blocked(db, clinician), 10, "the clinician to wait on the batch"
+            )
+            await asyncio.sleep(0.4)  # long enough for the watcher to see it waiting
+            released = time.monotonic()
+        await asyncio.wait_for(edit, 10)
+        waited_after_release = time.monotonic() - released
+        await opens.commit()
+        assert await asyncio.wait_for(task, 60) == "succeeded"
+
+        assert waited_after_release < 5
+        assert helpers.stats(await helpers.get(db, job_id)) == expected.stats
+        assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+        audit = await _audit(db, job_id)
+        throttled = [a for a in audit if a.action == "throttled"]
+        assert [a.details["signal"] for a in throttled] == ["lock_waits"]
+        assert throttled[0].details["value"] > 0.1 and throttled[0].details["threshold"] == 0.1
+        cleared = [a for a in audit if a.action == "throttle_cleared"]
+        assert len(cleared) == 1 and cleared[0].details["waited_seconds"] >= 0.3
+        # Backing off also halved the batch: the first one after the wait asked for less.
+        batches = await _batches(db, job_id)
+        before = [b.batch_size for b in batches if b.inserted_at < throttled[0].at]
+        after = [b.batch_size for b in batches if b.inserted_at > cleared[0].at]
+        assert after[0] < before[-1], (before, after)
+        assert (await helpers.get(db, job_id))["throttle"] is None
+    finally:
+        await clinician.close()
+        await db.dispose()
+
+
+async def _blocked(db, clinician) -> bool:
+    pid = clinician.get_server_pid()
+    async with db.connect() as conn:
+        return bool(
+            (
+                await conn.execute(
+                    text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"), {"pid": pid}
+                )
+            ).scalar_one()
+        )

@@ -82,6 +82,11 @@ class Limits(BaseModel):
     max_batch_slowdown: float | None = Field(
         description="Wait when a batch takes this many times its recent median time per row"
     )
+    share_above_sessions: int | None = Field(
+        None,
+        description="Share the database while more other sessions than this were at work in the "
+        "last second: one batch at a time, each followed by a rest as long as itself",
+    )
 
 
 class Throttle(BaseModel):
@@ -96,7 +101,11 @@ class Throttle(BaseModel):
         "autovacuum",
         "lock_waits",
         "batch_slowdown",
+        "clinicians_active",
     ]
+    sharing: bool = Field(
+        False, description="true: the job goes on, one batch at a time, instead of waiting"
+    )
     value: float | None = Field(description="The signal's reading (null for a vacuum)")
     threshold: float | None = Field(description="The job's limit for it")
     unit: str | None = Field(description="s, bytes, segments or ×")

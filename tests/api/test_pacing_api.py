@@ -13,6 +13,7 @@ LIMIT_NAMES = {
     "yield_to_autovacuum",
     "max_lock_wait_seconds",
     "max_batch_slowdown",
+    "share_above_sessions",
 }
 
 

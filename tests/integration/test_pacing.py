@@ -203,3 +203,47 @@ async def _blocked(db, clinician) -> bool:
                 )
             ).scalar_one()
         )
+
+
+async def test_with_clinicians_at_work_the_job_runs_one_batch_at_a_time_and_rests(database_url):
+    await demo.write(database_url, sessions=3000, seed=44)
+    settings = _settings(database_url, lock_watch_seconds=0.05, throttle_recheck_seconds=0.2)
+    db = create_engine(settings)
+    stop = asyncio.Event()
+
+    async def clinician(n: int) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            while not stop.is_set():
+                await conn.fetch("SELECT id, status FROM treatment_goals LIMIT 5")
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    clinicians = [asyncio.create_task(clinician(n)) for n in range(4)]
+    try:
+        expected = await model_outcome(db)
+        await asyncio.sleep(0.3)
+        limits = settings.limits().as_dict() | {"share_above_sessions": 2}
+        job = await helpers.run(
+            db, settings, batch_size=100, adaptive=False, partition_count=2, limits=limits
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*clinicians)
+    try:
+        assert job["status"] == "succeeded" and job["throttle"] is None
+        assert helpers.stats(job) == expected.stats
+        assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+        shared = [a for a in await _audit(db, job["id"]) if a.action == "throttled"]
+        assert shared and shared[0].details["signal"] == "clinicians_active"
+        assert shared[0].details["sharing"] is True and shared[0].details["value"] >= 3
+        # From then on the two partitions took turns: no batch overlapped another, and each
+        # was followed by a rest about as long as itself.
+        batches = [b for b in await _batches(db, job["id"]) if b.inserted_at > shared[0].at]
+        assert len(batches) > 5
+        for one, after in zip(batches, batches[1:], strict=False):
+            gap = (after.inserted_at - one.inserted_at).total_seconds()
+            assert gap >= 2 * one.seconds * 0.9, (gap, one.seconds)
+    finally:
+        await db.dispose()

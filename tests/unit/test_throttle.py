@@ -157,3 +157,13 @@ def test_limits_from_a_job_row_keep_unknown_keys_out_and_null_means_off():
     assert limits.max_lock_wait_seconds == default.max_lock_wait_seconds
     assert throttle.off_if_zero(0) is None and throttle.off_if_zero(0.0) is None
     assert throttle.off_if_zero(False) is False and throttle.off_if_zero(3) == 3
+
+
+def test_clinicians_at_work_make_the_job_share_not_wait():
+    assert decide(QUIET, Limits(), others_active=2) is None
+    trip = decide(QUIET, Limits(), others_active=24)
+    assert trip.sharing and trip.signal == "clinicians_active"
+    assert trip.message == "other sessions at work in the last second 24 sessions, limit 2 sessions"
+    assert decide(QUIET, Limits(share_above_sessions=None), others_active=500) is None
+    # A signal that makes the job wait comes first.
+    assert not decide(QUIET, Limits(), lock_wait=1.0, others_active=24).sharing

@@ -15,6 +15,7 @@ whoever revoked it owns the job now.
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import logs
 from app.config import Settings
+from app.db import APPLICATION_NAME
 from app.jobs import engine, errors, pacing, partitions, queries, rollback, store, throttle
 
 log = logging.getLogger("app.jobs")
@@ -84,6 +86,9 @@ class _Run:
     limits: throttle.Limits = field(default_factory=throttle.Limits)
     pids: set[int] = field(default_factory=set)
     lock_wait: float = 0.0  # the longest wait on the job's locks seen since the last check
+    others_active: int = 0  # other sessions at work in the last second, at the last sample
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # one batch at a time when sharing
+    shown_at: float = 0.0
     slowdown: throttle.Slowdown = field(default_factory=throttle.Slowdown)
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     health: throttle.Health | None = None
@@ -148,7 +153,7 @@ async def run_job(
     )
     helpers = [
         asyncio.create_task(_heartbeat(db, settings, run)),
-        asyncio.create_task(_watch_locks(db, settings, run)),
+        asyncio.create_task(_watch(db, settings, run)),
     ]
     if stop is not None:
         helpers.append(asyncio.create_task(_relay(stop, run)))
@@ -433,26 +438,28 @@ class _Batch:
     processed: int = 0  # sessions, or goals examined by a rollback
 
 
-async def _health_gate(db: AsyncEngine, settings: Settings, run: _Run) -> None:
+async def _health_gate(db: AsyncEngine, settings: Settings, run: _Run) -> bool:
     """Before a batch: wait here while a health signal is over its limit (throttle.py).
 
     One partition checks at a time, so while one waits the others queue behind it and the whole
     job holds still. The wait rechecks every throttle_recheck_seconds, beats the heartbeat, and
     ends at once on a cancel or a shutdown. A session seen waiting on the job's locks also makes
-    adaptive batches halve: smaller batches hold their locks for less time.
+    adaptive batches halve: smaller batches hold their locks for less time. Returns True when
+    the job is to share the database with clinicians at work (_share) rather than wait.
     """
     async with run.gate:
         while not run.stop.is_set():
             trip = await _check(db, settings, run)
-            if trip is None:
-                if run.waiting_on is not None:
-                    await _show_throttle(db, run, None)
-                return
-            await _show_throttle(db, run, trip)
+            if trip is None or trip.sharing:
+                if run.waiting_on is not None or trip is not None:
+                    await _show_throttle(db, settings, run, trip)
+                return trip is not None
+            await _show_throttle(db, settings, run, trip)
             if trip.signal == "lock_waits":
                 for sizer in run.sizers.values():
                     sizer.timed_out()
             await _pause(db, run, settings.throttle_recheck_seconds)
+    return False
 
 
 async def _check(db: AsyncEngine, settings: Settings, run: _Run) -> throttle.Trip | None:
@@ -479,20 +486,32 @@ async def _check(db: AsyncEngine, settings: Settings, run: _Run) -> throttle.Tri
     if run.health is None:
         return None
     return throttle.decide(
-        run.health, run.limits, lock_wait=lock_wait, slowdown=run.slowdown.take()
+        run.health,
+        run.limits,
+        lock_wait=lock_wait,
+        slowdown=run.slowdown.take(),
+        others_active=run.others_active,
     )
 
 
-async def _show_throttle(db: AsyncEngine, run: _Run, trip: throttle.Trip | None) -> None:
-    """Put what the job waits on in its row; a change is one log line and one audit entry."""
+async def _show_throttle(
+    db: AsyncEngine, settings: Settings, run: _Run, trip: throttle.Trip | None
+) -> None:
+    """Put what the job waits on in its row; a change is one log line and one audit entry.
+
+    A new reading of the same signal is written at most once per recheck period.
+    """
     job_id, before = run.job["id"], run.waiting_on
     changed = trip is None or before is None or trip.signal != before.signal
+    if not changed and time.monotonic() - run.shown_at < settings.throttle_recheck_seconds:
+        return
+    run.shown_at = time.monotonic()
     if trip is not None and changed:
         run.waiting_since = datetime.now(UTC)
     shown = None
     if trip is not None:
         since = run.waiting_since.isoformat()
-        shown = {**trip.as_dict(), "message": trip.message, "since": since}
+        shown = {**trip.as_dict(), "message": trip.message, "sharing": trip.sharing, "since": since}
     if trip is None:
         waited = round((datetime.now(UTC) - run.waiting_since).total_seconds(), 1)
         action, details = "throttle_cleared", {"signal": before.signal, "waited_seconds": waited}
@@ -506,8 +525,9 @@ async def _show_throttle(db: AsyncEngine, run: _Run, trip: throttle.Trip | None)
     elif changed:
         action, details = "throttled", shown
         log.info(
-            "job %s: waiting: %s",
+            "job %s: %s: %s",
             job_id,
+            "sharing the database" if trip.sharing else "waiting",
             trip.message,
             extra=logs.event("job.throttled", job_id=job_id, **trip.as_dict()),
         )
@@ -536,8 +556,9 @@ async def _show_throttle(db: AsyncEngine, run: _Run, trip: throttle.Trip | None)
         )
 
 
-async def _watch_locks(db: AsyncEngine, settings: Settings, run: _Run) -> None:
-    """While batches run, note the longest wait of another session on the job's locks.
+async def _watch(db: AsyncEngine, settings: Settings, run: _Run) -> None:
+    """While batches run, note the longest wait of another session on the job's locks, and
+    how many other sessions are at work.
 
     Between batches the job holds no lock, so the health gate cannot see these waits itself.
     """
@@ -545,13 +566,18 @@ async def _watch_locks(db: AsyncEngine, settings: Settings, run: _Run) -> None:
     try:
         while True:
             await asyncio.sleep(settings.lock_watch_seconds)
-            if run.limits.max_lock_wait_seconds is None or not run.pids:
+            limits = run.limits
+            if not run.pids or (
+                limits.max_lock_wait_seconds is None and limits.share_above_sessions is None
+            ):
                 continue
             try:
                 if conn is None:
                     conn = await db.connect()
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
-                waited = await throttle.lock_waits(conn, sorted(run.pids))
+                waited, run.others_active = await throttle.watch(
+                    conn, sorted(run.pids), APPLICATION_NAME
+                )
             except (SQLAlchemyError, OSError):
                 if conn is not None:
                     await _discard(conn)
@@ -639,12 +665,14 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
 
     try:
         while not run.stop.is_set():
-            await _health_gate(db, settings, run)
+            sharing = await _health_gate(db, settings, run)
             if run.stop.is_set():
                 return
-            batch = await _retrying(
-                settings, run, one_batch, partition=part.number, on_timeout=sizer.timed_out
-            )
+            attempt = functools.partial(
+                _retrying, settings, run, one_batch, partition=part.number,
+                on_timeout=sizer.timed_out,
+            )  # fmt: skip
+            batch = await (_share(db, run, attempt) if sharing else attempt())
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed
             run.slowdown.add(batch.seconds, batch.processed)
@@ -670,6 +698,20 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
         run.pids.discard(pid)
         if conn is not None:
             await _discard(conn)
+
+
+async def _share(db: AsyncEngine, run: _Run, attempt: Callable[[], Awaitable]) -> Any:
+    """While clinicians work: one batch of the job at a time, then a rest as long as it took.
+
+    The job then keeps at most half of one core busy, so clinicians' statements find a core
+    free; with nobody else at work it goes back to all partitions at full speed.
+    """
+    async with run.turn:
+        began = time.monotonic()
+        batch = await attempt()
+        if batch is not None and not run.stop.is_set():
+            await _pause(db, run, time.monotonic() - began)
+    return batch
 
 
 async def _discard(conn: AsyncConnection) -> None:

@@ -1,10 +1,11 @@
 """The database's health, read between batches: when a job should wait, and why.
 
-Every signal is read from PostgreSQL itself, in one statement (SIGNALS_SQL), except two the
+Every signal is read from PostgreSQL itself, in one statement (SIGNALS_SQL), except three the
 runner measures: the longest time another session waited on a lock the job's connections hold
-(LOCK_WAITS_SQL, sampled while batches run, since between batches the job holds no lock), and
-the job's own batch time against its recent median. `decide` turns readings and the job's
-limits into a Trip (or None), so the decision is tested on rows captured from the real views:
+and how many other sessions are at work (WATCH_SQL, sampled while batches run, since between
+batches the job holds no lock), and the job's own batch time against its recent median.
+`decide` turns readings and the job's limits into a Trip (or None), so the decision is tested
+on rows captured from the real views:
 
     anti-wraparound vacuum on therapy_sessions or treatment_goals   always yields
     standby replay lag (pg_stat_replication), seconds and bytes     max_replay_lag_seconds/_bytes
@@ -13,6 +14,12 @@ limits into a Trip (or None), so the decision is tested on rows captured from th
     autovacuum on therapy_sessions or treatment_goals               yield_to_autovacuum
     another session waiting on the job's locks                      max_lock_wait_seconds
     batch time per row over its recent median                       max_batch_slowdown
+    other sessions at work in the last second (clinicians)          share_above_sessions
+
+Every signal but the last makes the job wait. The last makes it share: while clinicians work,
+one batch runs at a time and each is followed by a rest as long as itself, so the job takes
+half of one core at most and their statements find a core free (docs/BENCHMARKS.md measures
+what they feel). On an otherwise idle database the job runs at full speed.
 
 A limit set to null turns its signal off. Seeing the replication and vacuum views in full takes
 the pg_monitor role (docs/RELIABILITY.md): without it those rows read as no lag and no vacuum.
@@ -43,6 +50,7 @@ class Limits:
     yield_to_autovacuum: bool = True
     max_lock_wait_seconds: float | None = 0.2
     max_batch_slowdown: float | None = 4.0
+    share_above_sessions: int | None = 2
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -74,6 +82,11 @@ class Trip:
     where: str | None = None  # which standby, slot or table
 
     @property
+    def sharing(self) -> bool:
+        """The job goes on at half of one core instead of waiting."""
+        return self.signal in SHARING
+
+    @property
     def message(self) -> str:
         """In words, e.g. "standby replay lag 12.4 s, limit 5 s"."""
         name = _NAMES[self.signal]
@@ -97,7 +110,9 @@ _NAMES = {
     "autovacuum": "autovacuum",
     "lock_waits": "a session waited on the job's locks for",
     "batch_slowdown": "batch time over its recent median",
+    "clinicians_active": "other sessions at work in the last second",
 }
+SHARING = ("clinicians_active",)
 _ON_TABLE = ("anti_wraparound_vacuum", "autovacuum")
 SIGNALS = tuple(_NAMES)
 
@@ -143,13 +158,22 @@ SELECT
     (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS segment_bytes
 """
 
-# Sessions that wait on a lock one of the job's connections holds, and for how long so far.
-LOCK_WAITS_SQL = """
-SELECT coalesce(max(extract(epoch FROM clock_timestamp() - a.query_start)), 0) AS longest
+# While batches run: the longest wait so far of a session blocked by one of the job's
+# connections, and how many other client sessions (not the job's, not this service's own, of
+# any database on the server: they share its cores) began or ended a statement in the last
+# second. pg_blocking_pids() is only called for sessions waiting on a lock.
+WATCH_SQL = """
+SELECT coalesce(max(CASE WHEN a.wait_event_type = 'Lock'
+                          AND pg_blocking_pids(a.pid) && CAST(:pids AS int[])
+                         THEN extract(epoch FROM clock_timestamp() - a.query_start) END), 0)
+           AS longest_wait,
+       count(*) FILTER (WHERE a.backend_type = 'client backend'
+                          AND a.pid <> ALL(CAST(:pids AS int[]))
+                          AND a.application_name IS DISTINCT FROM :ours
+                          AND a.state_change > clock_timestamp() - interval '1 second')
+           AS others_active
 FROM pg_stat_activity AS a
 WHERE a.pid <> pg_backend_pid()
-  AND CASE WHEN a.wait_event_type = 'Lock'
-           THEN pg_blocking_pids(a.pid) && CAST(:pids AS int[]) END
 """
 
 
@@ -175,11 +199,13 @@ async def read(conn: AsyncConnection) -> Health:
     return Health.from_row((await conn.execute(text(SIGNALS_SQL))).one())
 
 
-async def lock_waits(conn: AsyncConnection, pids: list[int]) -> float:
-    """The longest current wait, in seconds, of a session blocked by one of `pids`."""
-    if not pids:
-        return 0.0
-    return float((await conn.execute(text(LOCK_WAITS_SQL), {"pids": pids})).scalar_one())
+async def watch(conn: AsyncConnection, pids: list[int], ours: str) -> tuple[float, int]:
+    """(the longest current wait on `pids`' locks in seconds, other sessions active lately).
+
+    `ours` is the application_name of this service's own connections, left out of the count.
+    """
+    row = (await conn.execute(text(WATCH_SQL), {"pids": pids, "ours": ours})).one()
+    return float(row.longest_wait), int(row.others_active)
 
 
 def segment_number(wal_file: str, segment_bytes: int) -> int:
@@ -215,7 +241,12 @@ def _autovacuum(vacuum: dict[str, Any]) -> bool:
 
 
 def decide(
-    health: Health, limits: Limits, *, lock_wait: float = 0.0, slowdown: float | None = None
+    health: Health,
+    limits: Limits,
+    *,
+    lock_wait: float = 0.0,
+    slowdown: float | None = None,
+    others_active: int = 0,
 ) -> Trip | None:
     """The first signal over its limit, in the order of the module's table; None: go on."""
     for vacuum in health.vacuums:
@@ -255,6 +286,8 @@ def decide(
         return Trip("lock_waits", round(lock_wait, 2), limits.max_lock_wait_seconds, "s")
     if slowdown is not None and _over(slowdown, limits.max_batch_slowdown):
         return Trip("batch_slowdown", round(slowdown, 1), limits.max_batch_slowdown, "×")
+    if _over(others_active, limits.share_above_sessions):
+        return Trip("clinicians_active", others_active, limits.share_above_sessions, "sessions")
     return None
 
 

@@ -103,6 +103,15 @@ class LimitParams:
         float | None,
         Query(ge=0, le=1000, description="Batch time over its recent median, times" + _OFF),
     ] = None
+    share_above_sessions: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=100000,
+            description="Share the database (one batch at a time, resting as long) while more "
+            "other sessions than this were at work in the last second" + _OFF,
+        ),
+    ] = None
 
     def given(self) -> dict:
         """The limits the request sets, 0 turned into null (off)."""

@@ -163,7 +163,7 @@ def test_clinicians_at_work_make_the_job_share_not_wait():
     assert decide(QUIET, Limits(), others_active=2) is None
     trip = decide(QUIET, Limits(), others_active=24)
     assert trip.sharing and trip.signal == "clinicians_active"
-    assert trip.message == "other sessions at work in the last second 24 sessions, limit 2 sessions"
+    assert trip.message == "24 other sessions at work, limit 2"
     assert decide(QUIET, Limits(share_above_sessions=None), others_active=500) is None
     # A signal that makes the job wait comes first.
     assert not decide(QUIET, Limits(), lock_wait=1.0, others_active=24).sharing

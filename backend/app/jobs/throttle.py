@@ -89,6 +89,8 @@ class Trip:
     @property
     def message(self) -> str:
         """In words, e.g. "standby replay lag 12.4 s, limit 5 s"."""
+        if self.signal == "clinicians_active":
+            return f"{self.value:.0f} other sessions at work, limit {self.threshold:.0f}"
         name = _NAMES[self.signal]
         if self.where:
             name += f" ({self.where})" if self.signal not in _ON_TABLE else f" on {self.where}"

@@ -87,10 +87,12 @@ async def run_job(
     log_dir: Path,
     label: str,
     rollback_of: str | None = None,
+    adaptive: bool = True,
 ) -> JobRun:
     """Start the service on `database_url`, run one job through it, stop the service.
 
-    The job migrates, or with `rollback_of` (a job id) rolls that job back.
+    The job migrates, or with `rollback_of` (a job id) rolls that job back. `adaptive` false
+    keeps batch_size for every batch; true (the API's default) starts there and tunes it.
     """
     secret = secrets.token_urlsafe(48)
     token = security.mint(secret=secret, sub="bench", role="admin", ttl_seconds=6 * 3600)
@@ -105,7 +107,12 @@ async def run_job(
             async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as client:
                 path = f"{PREFIX}/{rollback_of}/rollback" if rollback_of else PREFIX
                 run = await _drive(
-                    client, server, path=path, dry_run=dry_run, batch_size=batch_size
+                    client,
+                    server,
+                    path=path,
+                    dry_run=dry_run,
+                    batch_size=batch_size,
+                    adaptive=adaptive,
                 )
         finally:
             stop_sampling.set()
@@ -119,13 +126,18 @@ async def run_job(
 
 
 async def _drive(
-    client: httpx.AsyncClient, server: Server, *, path: str, dry_run: bool, batch_size: int
+    client: httpx.AsyncClient,
+    server: Server,
+    *,
+    path: str,
+    dry_run: bool,
+    batch_size: int,
+    adaptive: bool,
 ):
     cpu_before = cpu.seconds(server.pid) or 0.0
     started = time.perf_counter()
-    response = await client.post(
-        path, params={"dry_run": str(dry_run).lower(), "batch_size": batch_size}
-    )
+    params = {"dry_run": str(dry_run).lower(), "batch_size": batch_size}
+    response = await client.post(path, params=params | {"adaptive": str(adaptive).lower()})
     if response.status_code != 202:
         raise JobFailed(f"POST {path}: {response.status_code} {response.text}")
     job = response.json()

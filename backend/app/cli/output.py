@@ -36,14 +36,29 @@ def script(args: str) -> str:
     return f"python scripts/migrate_goals_from_jsonb.py {args}"
 
 
+def sizing_text(job: dict[str, Any], settings: Any) -> str:
+    """How the job sizes its batches, for the banner."""
+    if not job.get("adaptive"):
+        return "fixed"
+    target = f"{settings.batch_target_seconds:g}"
+    return f"adaptive, from the batch size toward {target} s per batch"
+
+
 def migration_banner(
-    *, dry_run: bool, batch_size: int, verbose: bool, total: int, database: str
+    *,
+    dry_run: bool,
+    batch_size: int,
+    verbose: bool,
+    total: int,
+    database: str,
+    sizing: str | None = None,
 ) -> list[str]:
     lines = [RULE, "STARTING GOAL MIGRATION FROM JSONB ACTION_ITEMS", RULE]
     if dry_run:
         lines.append(DRY_RUN_LINE)
     lines += [
         f"Batch Size: {batch_size}",
+        *([f"Batch Sizing: {sizing}"] if sizing else []),
         f"Verbose Mode: {verbose}",
         f"Database: {database}",
         "",
@@ -53,7 +68,14 @@ def migration_banner(
 
 
 def rollback_banner(
-    *, targets: list[Any], dry_run: bool, batch_size: int, force: bool, total: int, database: str
+    *,
+    targets: list[Any],
+    dry_run: bool,
+    batch_size: int,
+    force: bool,
+    total: int,
+    database: str,
+    sizing: str | None = None,
 ) -> list[str]:
     target = ", ".join(map(str, targets))
     several = len(targets) > 1
@@ -64,6 +86,7 @@ def rollback_banner(
     lines += [
         f"Target Job{'s' * several}: {target}",
         f"Batch Size: {batch_size}",
+        *([f"Batch Sizing: {sizing}"] if sizing else []),
         f"Force: {force} ({kept})",
         f"Database: {database}",
         "",
@@ -318,10 +341,46 @@ def job_details(job: dict[str, Any], now: datetime | None = None) -> list[str]:
         age = ((now or datetime.now(UTC)) - job["heartbeat_at"]).total_seconds()
         beat = _when(job["heartbeat_at"], " UTC")
         lines.append(f"Last Heartbeat: {beat} ({max(age, 0):.0f} s ago)")
+    lines += _pacing_lines(job)
     if job["error"]:
         lines.append(f"Error: {_printable(job['error'])}")
     summary = migration_summary if job["kind"] == "migrate" else rollback_summary
     return [*lines, "", *summary(job, None), *closing_lines(job, job["status"])[2:]]
+
+
+def _pacing_lines(job: dict[str, Any]) -> list[str]:
+    """`--status`: batch sizing, the limits, and what the job waits on."""
+    sizing = "adaptive" if job.get("adaptive") else "fixed"
+    if job.get("current_batch_size"):
+        sizing += f", last batch {job['current_batch_size']}"
+    lines = [f"Batch Sizing: {sizing}"]
+    if job.get("limits"):
+        lines.append("Limits: " + limits_text(job["limits"]))
+    if job.get("throttle"):
+        lines.append(waiting_text(job["throttle"]).capitalize())
+    return lines
+
+
+def limits_text(limits: dict[str, Any]) -> str:
+    """The job's limits in one line, as their options name them."""
+    return ", ".join(
+        f"{name} {'off' if value is None else value}" for name, value in limits.items()
+    )
+
+
+def waiting_text(throttle: dict[str, Any]) -> str:
+    """What a job waits on, e.g. "waiting: standby replay lag 12.4 s, limit 5 s, since 14:02:31"."""
+    since = datetime.fromisoformat(str(throttle["since"])).astimezone().strftime("%H:%M:%S")
+    verb = "sharing the database" if throttle.get("sharing") else "waiting"
+    return f"{verb}: {_printable(throttle['message'])}, since {since}"
+
+
+def limits_lines(job: dict[str, Any], changes: dict[str, Any]) -> list[str]:
+    """`--limits`: what changed, and where the job stands."""
+    named = limits_text(changes)
+    running = job["status"] in ("running", "cancelling")
+    when = "within a heartbeat" if running else "when it is resumed"
+    return [f"Limits of job {job['id']} changed: {named}; it applies them {when}."]
 
 
 def cancel_lines(job: dict[str, Any], status: str) -> list[str]:
@@ -381,7 +440,7 @@ class Console:
         """The --json summary: the only thing such a run prints on stdout."""
         self._write(json.dumps(document, indent=2, default=str) + "\n")
 
-    def progress(self, done: int, total: int | None, unit: str) -> None:
+    def progress(self, done: int, total: int | None, unit: str, note: str | None = None) -> None:
         if self.quiet:
             return
         line = progress_line(done, total, unit)
@@ -390,7 +449,8 @@ class Console:
             return
         share = done / total if total else 1.0
         filled = round(30 * min(share, 1.0))
-        self._write(f"\r\x1b[K{line} [{'█' * filled}{'░' * (30 - filled)}] {share:.0%}")
+        bar = f"{line} [{'█' * filled}{'░' * (30 - filled)}] {share:.0%}"
+        self._write(f"\r\x1b[K{bar}" + (f" · {note}" if note else ""))
         self._open_line = True
 
     def _close_line(self) -> None:
@@ -423,6 +483,8 @@ class Progress:
         self.gap = gap  # a blank line before each progress line, between verbose blocks
         self._shown: int | None = None
         self._shown_at = 0.0
+        self.note: str | None = None  # what the job waits on, shown with the count
+        self._signal: str | None = None
 
     def add(self, count: int) -> None:
         self.done += count
@@ -434,8 +496,18 @@ class Progress:
     def show(self, now: float | None = None) -> None:
         if self.gap:
             self.console.lines([""])
-        self.console.progress(self.done, self.total, self.unit)
+        self.console.progress(self.done, self.total, self.unit, self.note)
         self._shown, self._shown_at = self.done, self.clock() if now is None else now
+
+    def wait(self, throttle: dict[str, Any] | None) -> None:
+        """The job waits (or shares), or goes on: on the bar's line, or one line per change."""
+        signal = throttle and throttle["signal"]
+        changed, self._signal = signal != self._signal, signal
+        self.note = throttle and waiting_text(throttle)
+        if self.console.bar:
+            self.show()
+        elif changed:
+            self.console.lines([self.note[0].upper() + self.note[1:] if self.note else "Going on."])
 
     def last(self) -> None:
         """Show the final count unless the last line already did."""

@@ -71,6 +71,15 @@ def off_if_zero(value: Any) -> Any:
     return None if value == 0 and not isinstance(value, bool) else value
 
 
+def given(values: dict[str, Any]) -> dict[str, Any]:
+    """The limits a request or a command line names (None: not named), 0 turned into off."""
+    return {
+        name: off_if_zero(value)
+        for name, value in values.items()
+        if name in Limits.names() and value is not None
+    }
+
+
 @dataclass(frozen=True)
 class Trip:
     """A signal over its limit: what the job waits on."""

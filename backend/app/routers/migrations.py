@@ -115,11 +115,7 @@ class LimitParams:
 
     def given(self) -> dict:
         """The limits the request sets, 0 turned into null (off)."""
-        return {
-            name: throttle.off_if_zero(value)
-            for name, value in dataclasses.asdict(self).items()
-            if value is not None
-        }
+        return throttle.given(dataclasses.asdict(self))
 
     def for_new_job(self, settings: Settings) -> dict:
         return {**settings.limits().as_dict(), **self.given()}

@@ -63,9 +63,10 @@ class Standby:
     """A streaming standby of an OwnServer: pg_basebackup of it, started on its own socket.
 
     It shows in the primary's pg_stat_replication as `application_name`. Pausing its replay
-    (pg_wal_replay_pause()) makes it fall behind for real, in bytes: while replay is paused its
-    replay_lag keeps the last value measured, and the bytes between the primary's WAL position
-    and its replay_lsn grow with every write.
+    (pg_wal_replay_pause()) makes it fall behind for real: the bytes between the primary's WAL
+    position and its replay_lsn grow with every write, at once; its replay_lag (the age of the
+    oldest WAL not replayed) moves only with its status reports, and reads NULL right after an
+    idle spell, so the bytes are what a test waits on.
     """
 
     APPLICATION_NAME = "test_standby"
@@ -85,15 +86,17 @@ class Standby:
             os.chown(path, owner, -1)
         self.pgdata.chmod(0o700)
         source = f"host={info.socket_dir} port={info.port} user=postgres"
+        # -c fast: the default spread checkpoint before the copy can take minutes.
         pg_basebackup(
-            ["-D", str(self.pgdata), "-R", "-X", "stream",
+            ["-D", str(self.pgdata), "-R", "-X", "stream", "-c", "fast",
              "-d", f"{source} application_name={self.APPLICATION_NAME}"],
             user=self.user,
         )  # fmt: skip
         self.port = info.port + 1
+        # Status reports every second (default 10 s), so the primary's lag figures are fresh.
+        options = f'-h "" -k {self.socket_dir} -p {self.port} -c wal_receiver_status_interval=1'
         self._pg_ctl(
-            ["-w", "-o", f'-h "" -k {self.socket_dir} -p {self.port}',
-             "-l", str(self.base / "log"), "start"],
+            ["-w", "-o", options, "-l", str(self.base / "log"), "start"],
             pgdata=self.pgdata,
             user=self.user,
         )  # fmt: skip

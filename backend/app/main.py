@@ -38,11 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = database.create_engine(settings)
+        # Jobs get a pool of their own: a run holds a connection per partition and one for its
+        # watcher, and takes more for heartbeats and health reads; in one shared pool a status
+        # poll then found it full and waited for a new connection to be opened.
+        jobs_engine = database.create_engine(settings)
         app.state.settings = settings
         app.state.db = engine
         app.state.metrics = metrics.Metrics() if settings.metrics else None
         observe = app.state.metrics.observe_batch if app.state.metrics else None
-        app.state.runner = JobRunner(engine, settings, on_batch=observe)
+        app.state.runner = JobRunner(jobs_engine, settings, on_batch=observe)
         app.state.metrics_exporter = _export_metrics(app.state.metrics, engine, settings)
         app.state.oidc_keys = None
         if settings.auth_mode == "oidc":
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.runner.shutdown()
         if app.state.metrics_exporter:
             await asyncio.to_thread(app.state.metrics_exporter.close)
+        await jobs_engine.dispose()
         await engine.dispose()
 
     app = FastAPI(

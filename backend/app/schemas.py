@@ -320,7 +320,9 @@ class TimelineSlice(BaseModel):
     batches: int
     processed: int = Field(description="Sessions (a rollback: goals) its batches went through")
     rate_per_second: float = Field(description="processed / seconds")
-    batch_size: int | None = Field(description="The mean size its batches asked for")
+    batch_size: int | None = Field(
+        description="The mean size its batches asked for; null when none ran in it"
+    )
     busy_seconds: float = Field(description="Time its batches took, summed over partitions")
 
 

@@ -228,7 +228,8 @@ async def jobs_to_report(conn: AsyncConnection, *, recent: int, timeout_ms: int)
 
 
 # The job's batches in equal slices of time from its first batch to its last: what each slice
-# went through and at what size, for the job page's chart. A slice is at least a second wide.
+# went through and at what size, for the job page's chart. A slice is at least a second wide;
+# a slice without batches (the job waited, or paused) is there too, with nothing in it.
 _TIMELINE_SQL = """
 WITH b AS (
     SELECT inserted_at, batch_size, processed, seconds FROM migration_batches
@@ -236,22 +237,27 @@ WITH b AS (
 ),
 span AS (
     SELECT min(inserted_at) AS t0,
-           greatest(extract(epoch FROM max(inserted_at) - min(inserted_at)) / :slices, 1.0)
-               AS width
+           extract(epoch FROM max(inserted_at) - min(inserted_at)) AS seconds
     FROM b
-)
-SELECT span.t0 + make_interval(secs => s.slice * span.width) AS start,
-       span.width AS seconds, s.batches, s.processed, s.batch_size, s.busy_seconds
-FROM span,
-LATERAL (
-    SELECT floor(extract(epoch FROM b.inserted_at - span.t0) / span.width)::int AS slice,
+),
+grid AS (
+    SELECT t0, greatest(seconds / :slices, 1.0) AS width FROM span WHERE t0 IS NOT NULL
+),
+filled AS (
+    SELECT floor(extract(epoch FROM b.inserted_at - grid.t0) / grid.width)::int AS slice,
            count(*) AS batches,
            sum(b.processed)::bigint AS processed,
            round(avg(b.batch_size))::int AS batch_size,
            sum(b.seconds)::float AS busy_seconds
-    FROM b GROUP BY 1
-) AS s
-ORDER BY s.slice
+    FROM b, grid GROUP BY 1
+)
+SELECT grid.t0 + make_interval(secs => n * grid.width) AS start, grid.width AS seconds,
+       coalesce(f.batches, 0) AS batches, coalesce(f.processed, 0) AS processed,
+       f.batch_size, coalesce(f.busy_seconds, 0) AS busy_seconds
+FROM grid
+CROSS JOIN generate_series(0, (SELECT max(slice) FROM filled)) AS n
+LEFT JOIN filled AS f ON f.slice = n
+ORDER BY n
 """
 _THROTTLE_ACTIONS = ("throttled", "throttle_cleared", *TERMINAL_STATUSES, "resume")
 THROTTLE_PERIODS_KEPT = 500
@@ -295,7 +301,7 @@ async def timeline(conn: AsyncConnection, *, job_id: uuid.UUID, slices: int) -> 
                 "seconds": r.seconds,
                 "batches": r.batches,
                 "processed": r.processed,
-                "rate_per_second": round(r.processed / r.seconds, 1),
+                "rate_per_second": round(r.processed / float(r.seconds), 1),
                 "batch_size": r.batch_size,
                 "busy_seconds": round(r.busy_seconds, 3),
             }

@@ -70,6 +70,8 @@ export function createApi({ token, onAuthFailure }) {
     issues: (id, kind, limit, offset) => call("GET", `/${id}/issues`, { kind, limit, offset }),
     preview: (id, limit) => call("GET", `/${id}/preview`, { limit }),
     audit: (id) => call("GET", `/${id}/audit`),
+    timeline: (id, slices) => call("GET", `/${id}/timeline`, { slices }),
+    changeLimits: (id, limits) => call("POST", `/${id}/limits`, limits),
     verify: () => call("GET", "/verify"),
   };
 }

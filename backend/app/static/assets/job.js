@@ -5,6 +5,17 @@ import { confirmAction, errorBox, whileBusy } from "./components.js";
 import { between, clear, duration, h, jobLink, num, plural, setText, shortId, when } from "./dom.js";
 import { createJobBox, isActive, jobLabel } from "./jobbox.js";
 import { auditTable, failedTable, invalidTable, previewTable } from "./tables.js";
+import { paceChart } from "./chart.js";
+import { limitsSection } from "./limits.js";
+
+const RESUMABLE = new Set(["cancelled", "interrupted", "failed"]);
+const CHART_EVERY_MS = 5000;
+
+function batchSizeText(job) {
+  if (!job.adaptive) return `${num(job.batch_size)}, fixed`;
+  const now = job.current_batch_size ? `, now ${num(job.current_batch_size)}` : "";
+  return `adaptive from ${num(job.batch_size)}${now}`;
+}
 
 const DETAILS = [
   ["requested_by", "Started by", (j) => j.requested_by],
@@ -12,7 +23,7 @@ const DETAILS = [
   ["started_at", "Started", (j) => when(j.started_at)],
   ["finished_at", "Finished", (j) => when(j.finished_at)],
   ["took", "Took", (j) => (j.started_at ? duration(between(j.started_at, j.finished_at)) : "—")],
-  ["batch_size", "Batch size", (j) => num(j.batch_size)],
+  ["batch_size", "Batch size", batchSizeText],
   ["pause_ms", "Pause between batches", (j) => `${num(j.pause_ms)} ms`],
   ["max_errors", "Stop after failed sessions", (j) => num(j.max_errors)],
 ];
@@ -158,12 +169,21 @@ export function jobView({ api }, id) {
   let undo = null;
   let sectionsFor = "";
   let tables = [];
+  let chart = null;
+  let chartAt = 0;
+
+  function redrawChart(force) {
+    if (!chart || (!force && Date.now() - chartAt < CHART_EVERY_MS)) return;
+    chartAt = Date.now();
+    chart.reload().catch((error) => errors.show(error));
+  }
 
   const box = createJobBox({
     api,
     onUpdate(job) {
       showDetails(job);
       if (sectionsFor === "" && isActive(job)) showSections(job);
+      else if (isActive(job)) redrawChart(false);
     },
     onEnd: (job) => showSections(job),
   });
@@ -203,6 +223,12 @@ export function jobView({ api }, id) {
     undo = null;
     tables = [];
     clear(extra);
+    chart = paceChart(api, job);
+    extra.append(chart.el);
+    redrawChart(true);
+    if ((isActive(job) || RESUMABLE.has(job.status)) && !job.rolled_back_by) {
+      extra.append(limitsSection(api, job, (fresh) => box.watch(fresh)).el);
+    }
     const titled = [];
     if (job.kind === "migrate") {
       if (!job.dry_run && !isActive(job) && !job.rolled_back_by) {

@@ -111,6 +111,14 @@ export function explanation(job) {
   }
 }
 
+// What a running job waits on, in words: "Waiting: standby replay lag 12.4 s, limit 5 s, since 14:02:31".
+export function throttleText(job) {
+  const t = job.throttle;
+  if (!t || !isActive(job)) return "";
+  const since = new Date(t.since).toLocaleTimeString("en-GB", { hour12: false });
+  return `${t.sharing ? "Sharing the database with others at work" : "Waiting"}: ${t.message}, since ${since}`;
+}
+
 export function predictionNodes(job) {
   const p = job.prediction;
   if (!p) return [];
@@ -136,6 +144,7 @@ export function createJobBox({ api, name = "job", onUpdate = () => {}, onEnd = (
   const id = `job-box-${++boxes}`;
   const status = h("p", { class: "job-status", id: `${id}-status`, role: "status", "aria-live": "polite" });
   const meta = h("p", { class: "job-meta" });
+  const waiting = h("p", { class: "job-throttle", role: "status", "aria-live": "polite", hidden: true });
   const bar = h("progress", { max: "100", value: "0", "aria-labelledby": `${id}-status` });
   const figures = {};
   const figure = (key, label) => {
@@ -161,6 +170,7 @@ export function createJobBox({ api, name = "job", onUpdate = () => {}, onEnd = (
     "div",
     { class: "job", "data-box": name, hidden: true },
     h("div", { class: "job-head" }, status, h("div", { class: "job-actions" }, cancel, resume)),
+    waiting,
     meta,
     bar,
     figureList,
@@ -195,6 +205,10 @@ export function createJobBox({ api, name = "job", onUpdate = () => {}, onEnd = (
     el.dataset.status = job.status;
     el.dataset.jobId = job.id;
     setText(status, statusText(job));
+    const words = throttleText(job);
+    setText(waiting, words);
+    waiting.hidden = !words;
+    el.dataset.throttle = job.throttle && isActive(job) ? job.throttle.signal : "";
     clear(meta).append(
       `${jobLabel(job)} `,
       jobLink(job.id),

@@ -26,15 +26,23 @@ export function migrateView({ api }) {
   const batch = numberField("opt-batch-size", "Batch size", "1 to 10,000 patients' sessions a batch", "1000", 1, 10000);
   const pause = numberField("opt-pause-ms", "Pause between batches (ms)", "0 to 60,000; spares a busy database", "0", 0, 60000);
   const maxErrors = numberField("opt-max-errors", "Stop after failed sessions", "the job fails when more sessions fail", "1000", 0, 10000000);
+  const adaptive = h("input", { id: "opt-adaptive", type: "checkbox", checked: true, "aria-describedby": "opt-adaptive-hint" });
+  const adaptiveField = h(
+    "div",
+    { class: "field check" },
+    h("label", { for: "opt-adaptive" }, adaptive, " Adapt batch size to a 0.3 s target"),
+    h("p", { class: "hint", id: "opt-adaptive-hint" }, "The batch size is where it starts; each batch then aims at the target duration, and the job waits while the database is unwell. Untick to keep the batch size fixed."),
+  );
   const options = h(
     "details",
     { class: "options" },
     h("summary", {}, "Options for the next job"),
     h("div", { class: "fields" }, batch.el, pause.el, maxErrors.el),
+    adaptiveField,
   );
   // The API validates these; empty fields are left out so its defaults apply.
   const chosen = () => {
-    const params = {};
+    const params = { adaptive: adaptive.checked };
     for (const [name, field] of [["batch_size", batch], ["pause_ms", pause], ["max_errors", maxErrors]]) {
       if (field.input.value.trim() !== "") params[name] = field.input.value.trim();
     }

@@ -57,6 +57,18 @@ export function failedTable(api, job, pageSize = 20) {
   });
 }
 
+// The pacing entries in words; every other entry as its fields.
+function auditDetails(a) {
+  const d = a.details || {};
+  if (a.action === "throttled") return `${d.sharing ? "shared the database" : "waited"}: ${d.message}`;
+  if (a.action === "throttle_cleared") return `went on after ${num(d.waited_seconds)} s (${d.signal})`;
+  if (a.action === "limits") {
+    const off = (v) => (v === null || v === undefined ? "off" : String(v));
+    return Object.entries(d).map(([k, v]) => `${k}: ${off(v.from)} → ${off(v.to)}`).join(", ");
+  }
+  return mono(Object.entries(d).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ") || "—");
+}
+
 export function auditTable(api, job, pageSize = 20) {
   return pagedTable({
     pageSize,
@@ -65,11 +77,7 @@ export function auditTable(api, job, pageSize = 20) {
       { label: "When", value: (a) => when(a.at), header: true },
       { label: "Who", value: (a) => a.actor },
       { label: "What", value: (a) => a.action },
-      {
-        label: "Details",
-        value: (a) => mono(Object.entries(a.details || {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ") || "—"),
-        class: "wide",
-      },
+      { label: "Details", value: auditDetails, class: "wide" },
     ],
     load: pagesOf(async () => (await api.audit(job.id)).items),
     empty: "No entries.",

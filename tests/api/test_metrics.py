@@ -230,10 +230,10 @@ async def test_a_job_sharing_the_database_shows_its_reason(served, database_url)
         finally:
             await conn.close()
 
-    at_work = asyncio.create_task(clinician())
+    at_work = asyncio.gather(clinician(), clinician())
     try:
         params = {"dry_run": "false", "batch_size": 20, "pause_ms": 100, "adaptive": "false"}
-        job = (await client.post(BASE, params=params | {"share_above_sessions": 0})).json()
+        job = (await client.post(BASE, params=params | {"share_above_sessions": 1})).json()
         labels = {"job_id": job["id"], "kind": "migrate", "dry_run": "false"}
         job = await wait_for(client, job["id"], lambda j: j["throttle"] is not None)
         assert job["throttle"]["signal"] == "clinicians_active" and job["throttle"]["sharing"]

@@ -58,6 +58,7 @@ def test_preview_confirm_run_history_undo_verify(page, server):
     page.locator("summary", has_text="Options").click()
     page.get_by_label("Batch size").fill("10")
     page.get_by_label("Pause between batches (ms)").fill("300")
+    page.get_by_label("Tune batches to about 0.3 s each").uncheck()  # keep 10 a batch
     page.evaluate(
         """() => { window.seenPercents = [];
         new MutationObserver(() => document.querySelectorAll('progress').forEach(p =>

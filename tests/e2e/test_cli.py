@@ -120,12 +120,13 @@ async def test_dry_run_then_real_run_print_the_engines_numbers(database_url, db)
     dry = await cli(database_url, "--dry-run", "--batch-size", "50")
     assert dry.code == 0, dry.err
     socket_dir = make_url(database_url).query["host"]  # the banner names the database it uses
-    assert dry.lines[:9] == [
+    assert dry.lines[:10] == [
         RULE,
         "STARTING GOAL MIGRATION FROM JSONB ACTION_ITEMS",
         RULE,
         "🔍 DRY RUN MODE - No database changes will be made",
         "Batch Size: 50",
+        "Batch Sizing: adaptive, from the batch size toward 0.3 s per batch",
         "Verbose Mode: False",
         f"Database: {make_url(database_url).database} on the unix socket in {socket_dir}, "
         "port 5432, user postgres",

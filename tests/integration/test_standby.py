@@ -118,12 +118,15 @@ async def test_a_paused_standby_holds_the_job_until_it_replays_again(primary_and
                     {"j": job_id},
                 )
             ).all()
-        # Waited once in each run; the second wait ended when the standby caught up.
-        assert [tuple(a) for a in actions] == [
+        # Waited in each run, first on the bytes; the cancel ended the first wait, the standby
+        # catching up the last. (On a loaded machine the replaying standby may fall behind again
+        # for a moment: more waits, each one recorded.)
+        assert [tuple(a) for a in actions[:2]] == [
             ("throttled", "replay_lag_bytes"),
             ("throttled", "replay_lag_bytes"),
-            ("throttle_cleared", "replay_lag_bytes"),
         ]
+        assert actions[-1].action == "throttle_cleared"
+        assert {a[1] for a in actions} <= {"replay_lag_bytes", "replay_lag_seconds"}
     finally:
         await db.dispose()
 

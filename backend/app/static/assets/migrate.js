@@ -30,7 +30,7 @@ export function migrateView({ api }) {
   const adaptiveField = h(
     "div",
     { class: "field check" },
-    h("label", { for: "opt-adaptive" }, adaptive, " Adapt batch size to a 0.3 s target"),
+    h("label", { for: "opt-adaptive" }, adaptive, " Tune batches to about 0.3 s each"),
     h("p", { class: "hint", id: "opt-adaptive-hint" }, "The batch size is where it starts; each batch then aims at the target duration, and the job waits while the database is unwell. Untick to keep the batch size fixed."),
   );
   const options = h(

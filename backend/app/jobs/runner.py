@@ -465,7 +465,8 @@ async def _health_gate(db: AsyncEngine, settings: Settings, run: _Run) -> bool:
 async def _check(db: AsyncEngine, settings: Settings, run: _Run) -> throttle.Trip | None:
     """The signal over its limit now, if any; the views are read at most once per check period."""
     stale = time.monotonic() - run.health_read_at >= settings.throttle_check_seconds
-    if run.health is None or stale or run.waiting_on is not None:
+    waiting = run.waiting_on is not None and not run.waiting_on.sharing
+    if run.health is None or stale or waiting:
         try:
             async with db.connect() as conn:
                 run.health = await throttle.read(conn)

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     throttle_max_batch_slowdown: float = Field(default=4.0, ge=0)
     throttle_share_above_sessions: int = Field(default=2, ge=0)
     throttle_check_seconds: float = Field(default=1.0, gt=0)
-    throttle_recheck_seconds: float = Field(default=5.0, gt=0)
+    throttle_recheck_seconds: float = Field(default=2.0, gt=0)
     lock_watch_seconds: float = Field(default=0.2, gt=0)
 
     def limits(self) -> "Limits":

@@ -1,4 +1,4 @@
-"""A real streaming standby falls behind: the job waits for it, stays cancellable, ends exact."""
+"""A real streaming standby falls behind: the job waits for it, stops at once, ends exact."""
 
 import asyncio
 import tempfile
@@ -95,11 +95,26 @@ async def test_a_paused_standby_holds_the_job_until_it_replays_again(primary_and
         assert time.monotonic() - began < 2
         assert (await helpers.get(db, job_id))["throttle"] is None
 
-        # Resumed with the standby still paused, it waits again; replaying again frees it.
+        # Resumed with the standby still paused, it waits again; a shutdown ends that wait at
+        # once too (the job is interrupted, to be resumed).
+        token = await runner.resume_job(db, settings, job_id=job_id, actor="test")
+        shutdown = asyncio.Event()
+        task = asyncio.create_task(
+            runner.run_job(db, settings, job_id=job_id, token=token, stop=shutdown)
+        )
+        await helpers.until(
+            lambda: _is(db, job_id, "replay_lag_bytes"), 30, "the resumed job to wait"
+        )
+        began = time.monotonic()
+        shutdown.set()
+        assert await asyncio.wait_for(task, 10) == "interrupted"
+        assert time.monotonic() - began < 2
+
+        # Resumed once more, it waits until the standby replays again, then finishes.
         token = await runner.resume_job(db, settings, job_id=job_id, actor="test")
         task = asyncio.create_task(runner.run_job(db, settings, job_id=job_id, token=token))
         await helpers.until(
-            lambda: _is(db, job_id, "replay_lag_bytes"), 30, "the resumed job to wait"
+            lambda: _is(db, job_id, "replay_lag_bytes"), 30, "the job to wait again"
         )
         await standby.resume_replay()
         assert await asyncio.wait_for(task, 60) == "succeeded"
@@ -118,13 +133,10 @@ async def test_a_paused_standby_holds_the_job_until_it_replays_again(primary_and
                     {"j": job_id},
                 )
             ).all()
-        # Waited in each run, first on the bytes; the cancel ended the first wait, the standby
-        # catching up the last. (On a loaded machine the replaying standby may fall behind again
-        # for a moment: more waits, each one recorded.)
-        assert [tuple(a) for a in actions[:2]] == [
-            ("throttled", "replay_lag_bytes"),
-            ("throttled", "replay_lag_bytes"),
-        ]
+        # Waited in each run, first on the bytes; the cancel and the shutdown ended the first
+        # two waits, the standby catching up the last. (On a loaded machine the replaying
+        # standby may fall behind again for a moment: more waits, each one recorded.)
+        assert [tuple(a) for a in actions[:3]] == [("throttled", "replay_lag_bytes")] * 3
         assert actions[-1].action == "throttle_cleared"
         assert {a[1] for a in actions} <= {"replay_lag_bytes", "replay_lag_seconds"}
     finally:

@@ -137,13 +137,15 @@ def test_lock_waits_and_batch_slowdown():
     assert trip.message == "batch time over its recent median 5×, limit 4×"
 
 
-def test_slowdown_judges_each_new_batch_against_the_median_before_it():
+def test_slowdown_needs_the_newest_three_batches_slow_not_one():
     slowdown = Slowdown()
-    for _ in range(throttle.SLOWDOWN_MIN_BATCHES):
+    for _ in range(throttle.SLOWDOWN_MIN_BATCHES + throttle.SLOWDOWN_LATEST - 1):
         slowdown.add(0.3, 1000)
-        assert slowdown.take() is None  # too few batches to judge
+        assert slowdown.take() in (None, 1.0)  # too few to judge, or as usual
+    slowdown.add(2.1, 1000)  # one slow batch: a checkpoint, say
+    assert slowdown.take() == pytest.approx(1.0)
     slowdown.add(1.5, 1000)
-    assert slowdown.take() == pytest.approx(5.0)
+    assert slowdown.take() == pytest.approx(5.0)  # two of the last three: median 1.5 / 0.3
     assert slowdown.take() is None  # read once
     slowdown.add(0.0, 0)  # a batch that went through nothing says nothing
     assert slowdown.take() is None

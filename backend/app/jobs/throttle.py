@@ -13,7 +13,7 @@ on rows captured from the real views:
     WAL archiver backlog, segments not yet archived                 max_archive_backlog
     autovacuum on therapy_sessions or treatment_goals               yield_to_autovacuum
     another session waiting on the job's locks                      max_lock_wait_seconds
-    batch time per row over its recent median                       max_batch_slowdown
+    batch time per row (last 3 batches) over its recent median      max_batch_slowdown
     other sessions at work in the last second (clinicians)          share_above_sessions
 
 Every signal but the last makes the job wait. The last makes it share: while clinicians work,
@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 # The job's own batches: per-row time of the last this many, and how many before it judges.
 SLOWDOWN_WINDOW = 20
+SLOWDOWN_LATEST = 3
 SLOWDOWN_MIN_BATCHES = 5
 _TABLES = ("therapy_sessions", "treatment_goals")
 
@@ -312,20 +313,24 @@ def _over(value: float | None, limit: float | None) -> bool:
 
 
 class Slowdown:
-    """The job's batch time per row against the median of its recent batches."""
+    """The job's batch time per row, its newest batches against the median of the ones before.
+
+    The newest SLOWDOWN_LATEST are judged by their median, so one slow batch (a checkpoint, a
+    WAL segment switch) is not a slowdown; three in a row are.
+    """
 
     def __init__(self) -> None:
-        self.recent: deque[float] = deque(maxlen=SLOWDOWN_WINDOW)
+        self.recent: deque[float] = deque(maxlen=SLOWDOWN_WINDOW + SLOWDOWN_LATEST)
         self.last: float | None = None
 
     def add(self, seconds: float, processed: int) -> None:
         if processed <= 0:
             return
-        per_row = seconds / processed
-        # Judge the newest batch against the ones before it.
-        if len(self.recent) >= SLOWDOWN_MIN_BATCHES:
-            self.last = per_row / statistics.median(self.recent)
-        self.recent.append(per_row)
+        self.recent.append(seconds / processed)
+        before = list(self.recent)[:-SLOWDOWN_LATEST]
+        if len(before) >= SLOWDOWN_MIN_BATCHES:
+            latest = list(self.recent)[-SLOWDOWN_LATEST:]
+            self.last = statistics.median(latest) / statistics.median(before)
 
     def take(self) -> float | None:
         """The newest batch's ratio, once: a recheck after waiting judges a new batch."""

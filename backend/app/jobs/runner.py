@@ -5,8 +5,10 @@ serving process or the CLI in the foreground:
 
     claim ─▶ count the total ─▶ partitions side by side ─▶ verdict ─▶ record the end
 
-Each partition worker loops: find the next batch, run it and save its counters and cursor in
-the same transaction (the fence: see store.py), then check whether to stop. A transient database
+Each partition worker loops: pass the health gate (wait while the database is unwell, or take
+turns with the other partitions while clinicians are at work: throttle.py), find the next batch
+at the size pacing.py picks, run it and save its counters and cursor in the same transaction
+(the fence: see store.py), then check whether to stop. A transient database
 error (errors.py) retries the whole batch with backoff; a stop (cancel, shutdown, Ctrl-C, too
 many errors, lost lease) always lands between batches, so what is committed and what the
 counters say never disagree. A run that finds its lease revoked stops without touching the job:
@@ -392,7 +394,7 @@ async def _beat(db: AsyncEngine, run: _Run) -> None:
     """Refresh the lease's heartbeat, and halt the run on a cancel request or a lost lease."""
     try:
         async with db.begin() as conn:
-            status = await store.heartbeat(conn, job_id=run.job["id"], token=run.token)
+            beat = await store.heartbeat(conn, job_id=run.job["id"], token=run.token)
     except (SQLAlchemyError, OSError) as exc:
         log.warning(
             "job %s: heartbeat failed (%s)",
@@ -401,12 +403,11 @@ async def _beat(db: AsyncEngine, run: _Run) -> None:
             extra=logs.event("job.heartbeat_failed", job_id=run.job["id"], **logs.failure(exc)),
         )
         return
-    if status is None:
+    if beat is None:
         run.halt(Stop.LEASE_LOST)
         return
-    status, limits = status
-    run.limits = throttle.Limits.from_dict(limits, run.limits)
-    if status == "cancelling":
+    run.limits = throttle.Limits.from_dict(beat.limits, run.limits)
+    if beat.status == "cancelling":
         run.halt(Stop.CANCEL)
 
 

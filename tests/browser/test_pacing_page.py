@@ -51,7 +51,7 @@ def _until(condition, seconds: float, what: str) -> None:
 def test_fixed_batches_are_chosen_on_the_start_form(page, server):
     sign_in(page, server)
     page.get_by_text("Options for the next job").click()
-    page.get_by_label("Tune batches to about 0.3 s each").uncheck()
+    page.get_by_label("Adapt batch size to a 0.3 s target").uncheck()
     page.get_by_role("button", name="Start dry run").click()
     box = page.locator("[data-box=dry-run]")
     expect(box).to_have_attribute("data-status", "succeeded", timeout=30_000)

@@ -11,10 +11,11 @@ import { limitsSection } from "./limits.js";
 const RESUMABLE = new Set(["cancelled", "interrupted", "failed"]);
 const CHART_EVERY_MS = 5000;
 
+// "Adaptive (now 2,740 per batch), from 1,000" or "Fixed batches of 1,000": what sizes batches now.
 function batchSizeText(job) {
-  if (!job.adaptive) return `${num(job.batch_size)}, fixed`;
-  const now = job.current_batch_size ? `, now ${num(job.current_batch_size)}` : "";
-  return `adaptive from ${num(job.batch_size)}${now}`;
+  if (!job.adaptive) return `Fixed batches of ${num(job.batch_size)}`;
+  const now = job.current_batch_size ? `now ${num(job.current_batch_size)} per batch` : "no batch yet";
+  return `Adaptive (${now}), from ${num(job.batch_size)}`;
 }
 
 const DETAILS = [
@@ -23,7 +24,7 @@ const DETAILS = [
   ["started_at", "Started", (j) => when(j.started_at)],
   ["finished_at", "Finished", (j) => when(j.finished_at)],
   ["took", "Took", (j) => (j.started_at ? duration(between(j.started_at, j.finished_at)) : "—")],
-  ["batch_size", "Batch size", batchSizeText],
+  ["batch_size", "Batches", batchSizeText],
   ["pause_ms", "Pause between batches", (j) => `${num(j.pause_ms)} ms`],
   ["max_errors", "Stop after failed sessions", (j) => num(j.max_errors)],
 ];

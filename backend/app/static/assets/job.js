@@ -170,8 +170,10 @@ export function jobView({ api }, id) {
   let undo = null;
   let sectionsFor = "";
   let tables = [];
+  let audit = null;
   let chart = null;
   let chartAt = 0;
+  let waitSeen = "";
 
   function redrawChart(force) {
     if (!chart || (!force && Date.now() - chartAt < CHART_EVERY_MS)) return;
@@ -179,12 +181,23 @@ export function jobView({ api }, id) {
     chart.reload().catch((error) => errors.show(error));
   }
 
+  // A wait that begins or ends is a new audit entry and a new shaded period: show both at once.
+  function followWaits(job) {
+    const wait = job.throttle ? `${job.throttle.signal}@${job.throttle.since}` : "";
+    if (wait === waitSeen) return false;
+    waitSeen = wait;
+    if (audit) audit.reload();
+    return true;
+  }
+
   const box = createJobBox({
     api,
     onUpdate(job) {
       showDetails(job);
-      if (sectionsFor === "" && isActive(job)) showSections(job);
-      else if (isActive(job)) redrawChart(false);
+      if (!isActive(job)) return;
+      const waitChanged = followWaits(job);
+      if (sectionsFor === "") showSections(job);
+      else redrawChart(waitChanged);
     },
     onEnd: (job) => showSections(job),
   });
@@ -223,12 +236,17 @@ export function jobView({ api }, id) {
     if (undo) undo.stop();
     undo = null;
     tables = [];
+    audit = null;
     clear(extra);
     chart = paceChart(api, job);
     extra.append(chart.el);
     redrawChart(true);
     if ((isActive(job) || RESUMABLE.has(job.status)) && !job.rolled_back_by) {
-      extra.append(limitsSection(api, job, (fresh) => box.watch(fresh)).el);
+      const changed = (fresh) => {
+        box.watch(fresh); // a stopped job's sections reload when it is watched again
+        if (audit && isActive(fresh)) audit.reload();
+      };
+      extra.append(limitsSection(api, job, changed).el);
     }
     const titled = [];
     if (job.kind === "migrate") {
@@ -239,7 +257,8 @@ export function jobView({ api }, id) {
       if (job.dry_run && job.status === "succeeded") titled.push(["Goals it would create", previewTable(api, job)]);
       titled.push(["Failed sessions", failedTable(api, job)], ["Invalid items", invalidTable(api, job)]);
     }
-    titled.push(["Audit trail", auditTable(api, job)]);
+    audit = auditTable(api, job);
+    titled.push(["Audit trail", audit]);
     for (const [title, table] of titled) {
       extra.append(h("section", { class: "card", "aria-label": title }, table.el));
       table.first();

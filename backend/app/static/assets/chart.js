@@ -38,12 +38,21 @@ function draw(timeline, unit) {
   const yRate = (v) => H - PAD.bottom - (v / topRate) * (H - PAD.top - PAD.bottom);
   const ySize = (v) => H - PAD.bottom - (v / topSize) * (H - PAD.top - PAD.bottom);
   const middle = (i) => x(starts[i] + slices[i].seconds * 500);
-  const line = (y, key) =>
-    slices
-      .map((v, i) => [i, v[key]])
-      .filter(([, value]) => value !== null) // no batch in a slice: no batch size to draw
-      .map(([i, value]) => `${middle(i).toFixed(1)},${y(value).toFixed(1)}`)
-      .join(" ");
+  // A path through the middle of each slice; a slice without a value (no batch ran in it, so it
+  // has no batch size) breaks the line rather than drawing a size nobody used across the gap.
+  const line = (y, key) => {
+    let d = "";
+    let gap = true;
+    slices.forEach((v, i) => {
+      if (v[key] === null || v[key] === undefined) {
+        gap = true;
+        return;
+      }
+      d += `${gap ? "M" : "L"}${middle(i).toFixed(1)},${y(v[key]).toFixed(1)} `;
+      gap = false;
+    });
+    return d.trim();
+  };
   const svg = s(
     "svg",
     {
@@ -63,8 +72,8 @@ function draw(timeline, unit) {
   }
   svg.append(
     s("line", { class: "axis", x1: PAD.left, x2: W - PAD.right, y1: H - PAD.bottom, y2: H - PAD.bottom }),
-    s("polyline", { class: "rate", points: line(yRate, "rate_per_second") }),
-    s("polyline", { class: "size", points: line(ySize, "batch_size") }),
+    s("path", { class: "rate", d: line(yRate, "rate_per_second") }),
+    s("path", { class: "size", d: line(ySize, "batch_size") }),
     s("text", { class: "label rate-label", x: PAD.left - 6, y: PAD.top + 8, "text-anchor": "end" }, num(Math.round(topRate))),
     s("text", { class: "label rate-label", x: PAD.left - 6, y: H - PAD.bottom, "text-anchor": "end" }, "0"),
     s("text", { class: "label size-label", x: W - PAD.right + 6, y: PAD.top + 8 }, num(topSize)),

@@ -137,6 +137,13 @@ def test_an_admin_changes_a_limit_and_the_audit_trail_says_so(page, server):
     expect(alert).to_contain_text("(HTTP 422)")
     expect(now).to_have_text("now 1.5")
 
+    # Changed elsewhere (the API, as the command line does): the next poll shows it, and what
+    # the admin typed stays.
+    api.post(f"{API}/{job['id']}/limits", params={"max_batch_slowdown": 8}).raise_for_status()
+    expect(limits.locator("[data-limit=max_batch_slowdown]")).to_have_text("now 8")
+    expect(lock_wait).to_have_value("-1")
+    expect(limits.locator("[data-limit=yield_to_autovacuum]")).to_have_text("now on")
+
     # Stopped, the job keeps its limits and the form (laid anew for its state): 0 turns one off.
     box.get_by_role("button", name="Cancel job").click()
     expect(box).to_have_attribute("data-status", "cancelled")
@@ -237,6 +244,10 @@ def test_a_job_waiting_on_a_standby_says_so_and_an_admin_lifts_the_limit(page, b
             )
             assert_accessible(page, "a job waiting on a standby")
             screenshot(page, "throttled")
+            # While it waits, its audit trail and its chart already show the wait.
+            audit = page.get_by_role("table", name="Audit trail")
+            expect(audit).to_contain_text("throttled: standby replay lag (test_standby)")
+            expect(page.locator("[data-chart] svg rect.throttled").first).to_be_attached()
             time.sleep(3)  # a wait long enough to see on the chart
 
             # The admin turns the limit off on the page; the job goes on and finishes.
@@ -247,7 +258,6 @@ def test_a_job_waiting_on_a_standby_says_so_and_an_admin_lifts_the_limit(page, b
             expect(limits.locator("[data-limit=max_replay_lag_bytes]")).to_have_text("now off")
             expect(page.locator(".job[data-status=succeeded]")).to_be_visible(timeout=60_000)
             expect(waiting).to_be_hidden()
-            audit = page.get_by_role("table", name="Audit trail")
             expect(audit).to_contain_text("limits changed: max_replay_lag_bytes 262144 → off")
             expect(audit).to_contain_text("max_replay_lag_seconds 5 → off")
             expect(audit).to_contain_text("throttled: standby replay lag (test_standby)")

@@ -171,6 +171,7 @@ export function jobView({ api }, id) {
   let sectionsFor = "";
   let tables = [];
   let audit = null;
+  let limits = null;
   let chart = null;
   let chartAt = 0;
   let waitSeen = "";
@@ -198,6 +199,7 @@ export function jobView({ api }, id) {
       const waitChanged = followWaits(job);
       if (sectionsFor === "") showSections(job);
       else redrawChart(waitChanged);
+      if (limits) limits.update(job);
     },
     onEnd: (job) => showSections(job),
   });
@@ -237,6 +239,7 @@ export function jobView({ api }, id) {
     undo = null;
     tables = [];
     audit = null;
+    limits = null;
     clear(extra);
     chart = paceChart(api, job);
     extra.append(chart.el);
@@ -246,7 +249,8 @@ export function jobView({ api }, id) {
         box.watch(fresh); // a stopped job's sections reload when it is watched again
         if (audit && isActive(fresh)) audit.reload();
       };
-      extra.append(limitsSection(api, job, changed).el);
+      limits = limitsSection(api, job, changed);
+      extra.append(limits.el);
     }
     const titled = [];
     if (job.kind === "migrate") {

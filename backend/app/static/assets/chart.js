@@ -17,6 +17,7 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
+const capitalized = (word) => word[0].toUpperCase() + word.slice(1);
 const hms = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
 
 function overlaps(slice, waits) {
@@ -77,6 +78,7 @@ function draw(timeline, unit) {
     s("text", { class: "label rate-label", x: PAD.left - 6, y: PAD.top + 8, "text-anchor": "end" }, num(Math.round(topRate))),
     s("text", { class: "label rate-label", x: PAD.left - 6, y: H - PAD.bottom, "text-anchor": "end" }, "0"),
     s("text", { class: "label size-label", x: W - PAD.right + 6, y: PAD.top + 8 }, num(topSize)),
+    s("text", { class: "label size-label", x: W - PAD.right + 6, y: H - PAD.bottom }, "0"),
     s("text", { class: "label", x: PAD.left, y: H - 8 }, hms(t0)),
     s("text", { class: "label", x: W - PAD.right, y: H - 8, "text-anchor": "end" }, hms(t1)),
   );
@@ -98,7 +100,7 @@ export function paceChart(api, job) {
     "table",
     { class: "pace-table" },
     h("caption", {}, `The job's pace by slice of time: ${unit} per second, mean batch size, and whether it waited`),
-    h("thead", {}, h("tr", {}, ...["From", `${unit} per second`, "Batch size", "Batches", "Waited"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "From"), ...[`${capitalized(unit)} per second`, "Batch size", "Batches"].map((t) => h("th", { scope: "col", class: "num" }, t)), h("th", { scope: "col" }, "Waited"))),
     body,
   );
   const empty = h("p", { class: "muted" }, "No batch has committed yet.");

@@ -56,9 +56,9 @@ def test_preview_confirm_run_history_undo_verify(page, server):
     # Preview: a throttled dry run (its pauses alone, about 3 s, outlast the first poll a second
     # after the start), so its progress is seen while it runs.
     page.locator("summary", has_text="Options").click()
-    page.get_by_label("Batch size").fill("10")
+    page.get_by_label("Starting batch size").fill("10")
     page.get_by_label("Pause between batches (ms)").fill("300")
-    page.get_by_label("Tune batches to about 0.3 s each").uncheck()  # keep 10 a batch
+    page.get_by_label("Adapt batch size to a 0.3 s target").uncheck()  # keep 10 a batch
     page.evaluate(
         """() => { window.seenPercents = [];
         new MutationObserver(() => document.querySelectorAll('progress').forEach(p =>

@@ -103,7 +103,7 @@ def test_second_tab_gets_409_with_a_link_to_the_active_job(context, server):
     first.bring_to_front()
     first.locator("summary", has_text="Options").click()
     # About 3 s of pauses alone: still active when the second tab asks and when it cancels.
-    first.get_by_label("Batch size").fill("10")
+    first.get_by_label("Starting batch size").fill("10")
     first.get_by_label("Pause between batches (ms)").fill("300")
     first.get_by_role("button", name="Start dry run").click()
     expect(first.locator(".job[data-box=dry-run]")).to_have_attribute(
@@ -146,9 +146,9 @@ def test_polling_never_resets_what_the_admin_types(page, server):
     )
     page.locator("summary", has_text="Options").click()
     # About 9 s of pauses alone, far longer than the test watches it; it is cancelled at the end.
-    page.get_by_label("Batch size").fill("5")
+    page.get_by_label("Starting batch size").fill("5")
     page.get_by_label("Pause between batches (ms)").fill("500")
-    page.get_by_label("Tune batches to about 0.3 s each").uncheck()  # keep 5 a batch
+    page.get_by_label("Adapt batch size to a 0.3 s target").uncheck()  # keep 5 a batch
     page.get_by_role("button", name="Start dry run").click()
     box = page.locator(".job[data-box=dry-run]")
     expect(box).to_have_attribute("data-status", "running")

@@ -17,6 +17,7 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
+const capitalized = (word) => word[0].toUpperCase() + word.slice(1);
 const hms = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
 
 function overlaps(slice, waits) {
@@ -38,12 +39,21 @@ function draw(timeline, unit) {
   const yRate = (v) => H - PAD.bottom - (v / topRate) * (H - PAD.top - PAD.bottom);
   const ySize = (v) => H - PAD.bottom - (v / topSize) * (H - PAD.top - PAD.bottom);
   const middle = (i) => x(starts[i] + slices[i].seconds * 500);
-  const line = (y, key) =>
-    slices
-      .map((v, i) => [i, v[key]])
-      .filter(([, value]) => value !== null) // no batch in a slice: no batch size to draw
-      .map(([i, value]) => `${middle(i).toFixed(1)},${y(value).toFixed(1)}`)
-      .join(" ");
+  // A path through the middle of each slice; a slice without a value (no batch ran in it, so it
+  // has no batch size) breaks the line rather than drawing a size nobody used across the gap.
+  const line = (y, key) => {
+    let d = "";
+    let gap = true;
+    slices.forEach((v, i) => {
+      if (v[key] === null || v[key] === undefined) {
+        gap = true;
+        return;
+      }
+      d += `${gap ? "M" : "L"}${middle(i).toFixed(1)},${y(v[key]).toFixed(1)} `;
+      gap = false;
+    });
+    return d.trim();
+  };
   const svg = s(
     "svg",
     {
@@ -63,11 +73,12 @@ function draw(timeline, unit) {
   }
   svg.append(
     s("line", { class: "axis", x1: PAD.left, x2: W - PAD.right, y1: H - PAD.bottom, y2: H - PAD.bottom }),
-    s("polyline", { class: "rate", points: line(yRate, "rate_per_second") }),
-    s("polyline", { class: "size", points: line(ySize, "batch_size") }),
+    s("path", { class: "rate", d: line(yRate, "rate_per_second") }),
+    s("path", { class: "size", d: line(ySize, "batch_size") }),
     s("text", { class: "label rate-label", x: PAD.left - 6, y: PAD.top + 8, "text-anchor": "end" }, num(Math.round(topRate))),
     s("text", { class: "label rate-label", x: PAD.left - 6, y: H - PAD.bottom, "text-anchor": "end" }, "0"),
     s("text", { class: "label size-label", x: W - PAD.right + 6, y: PAD.top + 8 }, num(topSize)),
+    s("text", { class: "label size-label", x: W - PAD.right + 6, y: H - PAD.bottom }, "0"),
     s("text", { class: "label", x: PAD.left, y: H - 8 }, hms(t0)),
     s("text", { class: "label", x: W - PAD.right, y: H - 8, "text-anchor": "end" }, hms(t1)),
   );
@@ -89,7 +100,7 @@ export function paceChart(api, job) {
     "table",
     { class: "pace-table" },
     h("caption", {}, `The job's pace by slice of time: ${unit} per second, mean batch size, and whether it waited`),
-    h("thead", {}, h("tr", {}, ...["From", `${unit} per second`, "Batch size", "Batches", "Waited"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "From"), ...[`${capitalized(unit)} per second`, "Batch size", "Batches"].map((t) => h("th", { scope: "col", class: "num" }, t)), h("th", { scope: "col" }, "Waited"))),
     body,
   );
   const empty = h("p", { class: "muted" }, "No batch has committed yet.");

@@ -11,10 +11,11 @@ import { limitsSection } from "./limits.js";
 const RESUMABLE = new Set(["cancelled", "interrupted", "failed"]);
 const CHART_EVERY_MS = 5000;
 
+// "Adaptive (now 2,740 per batch), from 1,000" or "Fixed batches of 1,000": what sizes batches now.
 function batchSizeText(job) {
-  if (!job.adaptive) return `${num(job.batch_size)}, fixed`;
-  const now = job.current_batch_size ? `, now ${num(job.current_batch_size)}` : "";
-  return `adaptive from ${num(job.batch_size)}${now}`;
+  if (!job.adaptive) return `Fixed batches of ${num(job.batch_size)}`;
+  const now = job.current_batch_size ? `now ${num(job.current_batch_size)} per batch` : "no batch yet";
+  return `Adaptive (${now}), from ${num(job.batch_size)}`;
 }
 
 const DETAILS = [
@@ -23,7 +24,7 @@ const DETAILS = [
   ["started_at", "Started", (j) => when(j.started_at)],
   ["finished_at", "Finished", (j) => when(j.finished_at)],
   ["took", "Took", (j) => (j.started_at ? duration(between(j.started_at, j.finished_at)) : "—")],
-  ["batch_size", "Batch size", batchSizeText],
+  ["batch_size", "Batches", batchSizeText],
   ["pause_ms", "Pause between batches", (j) => `${num(j.pause_ms)} ms`],
   ["max_errors", "Stop after failed sessions", (j) => num(j.max_errors)],
 ];
@@ -169,8 +170,11 @@ export function jobView({ api }, id) {
   let undo = null;
   let sectionsFor = "";
   let tables = [];
+  let audit = null;
+  let limits = null;
   let chart = null;
   let chartAt = 0;
+  let waitSeen = "";
 
   function redrawChart(force) {
     if (!chart || (!force && Date.now() - chartAt < CHART_EVERY_MS)) return;
@@ -178,12 +182,24 @@ export function jobView({ api }, id) {
     chart.reload().catch((error) => errors.show(error));
   }
 
+  // A wait that begins or ends is a new audit entry and a new shaded period: show both at once.
+  function followWaits(job) {
+    const wait = job.throttle ? `${job.throttle.signal}@${job.throttle.since}` : "";
+    if (wait === waitSeen) return false;
+    waitSeen = wait;
+    if (audit) audit.reload();
+    return true;
+  }
+
   const box = createJobBox({
     api,
     onUpdate(job) {
       showDetails(job);
-      if (sectionsFor === "" && isActive(job)) showSections(job);
-      else if (isActive(job)) redrawChart(false);
+      if (!isActive(job)) return;
+      const waitChanged = followWaits(job);
+      if (sectionsFor === "") showSections(job);
+      else redrawChart(waitChanged);
+      if (limits) limits.update(job);
     },
     onEnd: (job) => showSections(job),
   });
@@ -222,12 +238,19 @@ export function jobView({ api }, id) {
     if (undo) undo.stop();
     undo = null;
     tables = [];
+    audit = null;
+    limits = null;
     clear(extra);
     chart = paceChart(api, job);
     extra.append(chart.el);
     redrawChart(true);
     if ((isActive(job) || RESUMABLE.has(job.status)) && !job.rolled_back_by) {
-      extra.append(limitsSection(api, job, (fresh) => box.watch(fresh)).el);
+      const changed = (fresh) => {
+        box.watch(fresh); // a stopped job's sections reload when it is watched again
+        if (audit && isActive(fresh)) audit.reload();
+      };
+      limits = limitsSection(api, job, changed);
+      extra.append(limits.el);
     }
     const titled = [];
     if (job.kind === "migrate") {
@@ -238,7 +261,8 @@ export function jobView({ api }, id) {
       if (job.dry_run && job.status === "succeeded") titled.push(["Goals it would create", previewTable(api, job)]);
       titled.push(["Failed sessions", failedTable(api, job)], ["Invalid items", invalidTable(api, job)]);
     }
-    titled.push(["Audit trail", auditTable(api, job)]);
+    audit = auditTable(api, job);
+    titled.push(["Audit trail", audit]);
     for (const [title, table] of titled) {
       extra.append(h("section", { class: "card", "aria-label": title }, table.el));
       table.first();

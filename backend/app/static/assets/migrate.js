@@ -2,7 +2,7 @@
 // real run is started with confirmed_from, so the job itself says whether it matched them.
 
 import { confirmAction, errorBox, whileBusy } from "./components.js";
-import { clear, h, jobLink, link, num, plural, when } from "./dom.js";
+import { clear, h, jobLink, link, num, plural, setText, when } from "./dom.js";
 import { createJobBox, isActive, jobLabel } from "./jobbox.js";
 import { failedTable, invalidTable, previewTable } from "./tables.js";
 
@@ -30,9 +30,14 @@ export function migrateView({ api }) {
   const adaptiveField = h(
     "div",
     { class: "field check" },
-    h("label", { for: "opt-adaptive" }, adaptive, " Tune batches to about 0.3 s each"),
-    h("p", { class: "hint", id: "opt-adaptive-hint" }, "The batch size is where it starts; each batch then aims at the target duration, and the job waits while the database is unwell. Untick to keep the batch size fixed."),
+    h("label", { for: "opt-adaptive" }, adaptive, " Adapt batch size to a 0.3 s target"),
+    h("p", { class: "hint", id: "opt-adaptive-hint" }, "Each batch then aims at about 0.3 s, starting at the batch size above, and the job waits while the database is unwell. Untick to keep the batch size fixed."),
   );
+  // Adaptive, the size is only where batches start: the label says so, and follows the box.
+  const batchLabel = batch.el.querySelector("label");
+  const sayBatchSize = () => setText(batchLabel, adaptive.checked ? "Starting batch size" : "Batch size");
+  adaptive.addEventListener("change", sayBatchSize);
+  sayBatchSize();
   const options = h(
     "details",
     { class: "options" },

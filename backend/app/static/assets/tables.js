@@ -57,14 +57,20 @@ export function failedTable(api, job, pageSize = 20) {
   });
 }
 
-// The pacing entries in words; every other entry as its fields.
+const limit = (v) => (v === null || v === undefined ? "off" : String(v));
+
+// The pacing entries in words ("throttled: standby replay lag 12.4 s, limit 5 s", "went on after
+// 3.5 s", "limits changed: max_replay_lag_seconds 5 → 10"); every other entry as its fields.
 function auditDetails(a) {
   const d = a.details || {};
-  if (a.action === "throttled") return `${d.sharing ? "shared the database" : "waited"}: ${d.message}`;
-  if (a.action === "throttle_cleared") return `went on after ${num(d.waited_seconds)} s (${d.signal})`;
+  if (a.action === "throttled") return `${d.sharing ? "sharing" : "throttled"}: ${d.message ?? d.signal}`;
+  if (a.action === "throttle_cleared") {
+    const waited = typeof d.waited_seconds === "number" ? `${d.waited_seconds.toFixed(1)} s` : "a wait";
+    return `went on after ${waited}${d.signal ? ` (${d.signal})` : ""}`;
+  }
   if (a.action === "limits") {
-    const off = (v) => (v === null || v === undefined ? "off" : String(v));
-    return Object.entries(d).map(([k, v]) => `${k}: ${off(v.from)} → ${off(v.to)}`).join(", ");
+    const changes = Object.entries(d).map(([k, v]) => `${k} ${limit(v?.from)} → ${limit(v?.to)}`);
+    return `limits changed: ${changes.join(", ")}`;
   }
   return mono(Object.entries(d).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ") || "—");
 }

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.jobs.engine import STAT_NAMES
 from app.jobs.store import ROLLBACK_STAT_NAMES
+from app.jobs.throttle import Limits as LimitValues
 from app.models.migration_job import ACTIVE_STATUSES, JOB_STATUSES, RUNNING_STATUSES
 
 JobStatus = Literal[JOB_STATUSES]
@@ -157,8 +158,18 @@ class Job(BaseModel):
     prediction: Prediction | None = None
 
     @classmethod
-    def from_row(cls, row: dict, *, stale_after_seconds: float = 30.0) -> "Job":
-        """Build the public job object from queries.get_job's row."""
+    def from_row(
+        cls,
+        row: dict,
+        *,
+        stale_after_seconds: float = 30.0,
+        default_limits: LimitValues | None = None,
+    ) -> "Job":
+        """Build the public job object from queries.get_job's row.
+
+        A limit the job's row lacks (one added after the job started) shows as the runner
+        applies it: `default_limits`, the service's settings.
+        """
         running = row["status"] in RUNNING_STATUSES
         total = row["sessions_total"]
         if row["kind"] == "migrate":
@@ -194,10 +205,13 @@ class Job(BaseModel):
             released_in_seconds=round(max(stale_after_seconds - age, 0), 1) if active else None,
             progress=progress,
             stats=stats,
+            limits=row.get("limits")
+            and LimitValues.from_dict(row["limits"], default_limits or LimitValues()).as_dict(),
         )
 
 
 _COMPUTED = (
+    "limits",
     "progress",
     "stats",
     "rolled_back",

@@ -22,7 +22,7 @@ async def _audit(client, job_id) -> list:
 
 
 async def test_a_job_starts_adaptive_with_the_services_limits_and_the_ones_asked_for(
-    client, settings, database_url
+    client, settings, database_url, db
 ):
     await demo.write(database_url, sessions=300, seed=51)
     started = await client.post(
@@ -35,6 +35,17 @@ async def test_a_job_starts_adaptive_with_the_services_limits_and_the_ones_asked
     assert set(job["limits"]) == LIMIT_NAMES
     assert job["limits"] == defaults | {"max_replay_lag_seconds": 12.5, "max_archive_backlog": None}
     assert job["current_batch_size"] is not None
+
+    # A limit the row lacks (added to the service after the job started) shows as applied.
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE migration_jobs SET limits = limits - 'share_above_sessions' WHERE id = :j"
+            ),
+            {"j": job["id"]},
+        )
+    shown = (await client.get(f"{BASE}/{job['id']}")).json()["limits"]
+    assert shown["share_above_sessions"] == defaults["share_above_sessions"] == 2
 
     fixed = await client.post(BASE, params={"adaptive": "false", "batch_size": 40})
     fixed = await wait_for(client, fixed.json()["id"])

@@ -209,7 +209,9 @@ def _shown(row: dict | None, settings: Settings) -> schemas.Job:
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
     return schemas.Job.from_row(
-        prediction.annotate(row), stale_after_seconds=settings.stale_after_seconds
+        prediction.annotate(row),
+        stale_after_seconds=settings.stale_after_seconds,
+        default_limits=settings.limits(),
     )
 
 
@@ -289,7 +291,12 @@ async def list_jobs(
         total = await queries.count_jobs(conn, status=status, kind=kind)
     stale_after = settings.stale_after_seconds
     return schemas.JobList(
-        items=[schemas.Job.from_row(r, stale_after_seconds=stale_after) for r in rows],
+        items=[
+            schemas.Job.from_row(
+                r, stale_after_seconds=stale_after, default_limits=settings.limits()
+            )
+            for r in rows
+        ],
         total=total,
     )
 

@@ -5,7 +5,7 @@ The app reads them once, when create_app() runs, and hands them on through app.s
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -115,11 +115,16 @@ class Settings(BaseSettings):
     throttle_recheck_seconds: float = Field(default=2.0, gt=0)
     lock_watch_seconds: float = Field(default=0.2, gt=0)
 
-    def limits(self) -> "Limits":
-        """The thresholds a job gets unless its starter says otherwise."""
-        return Limits(
+    def limits(self, given: dict[str, Any] | None = None) -> "Limits":
+        """A new job's thresholds: these settings, with the ones its starter gave over them.
+
+        `given`: the limits a request or a command line named (throttle.given), or the ones a
+        job stored; None in it turns that limit off.
+        """
+        defaults = Limits(
             **{name: off_if_zero(getattr(self, f"throttle_{name}")) for name in Limits.names()}
         )
+        return Limits.from_dict(given, defaults)
 
     @property
     def idle_in_transaction_seconds(self) -> float:

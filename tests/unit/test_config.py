@@ -246,3 +246,15 @@ def test_unusable_observability_settings_are_refused(monkeypatch, name, value, s
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=says):
         load(database_url="postgresql://u@db/goals")
+
+
+def test_a_new_jobs_limits_are_the_settings_with_the_starters_over_them():
+    settings = load(
+        database_url="postgresql://u@db/goals",
+        throttle_max_archive_backlog=0,  # 0: off
+        throttle_max_lock_wait_seconds=0.5,
+    )
+    assert settings.limits().max_archive_backlog is None
+    chosen = settings.limits({"max_lock_wait_seconds": 0.05, "max_replay_lag_seconds": None})
+    assert chosen.max_lock_wait_seconds == 0.05 and chosen.max_replay_lag_seconds is None
+    assert chosen.max_archive_backlog is None and chosen.max_batch_slowdown == 4.0

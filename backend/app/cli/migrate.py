@@ -452,7 +452,7 @@ class Command:
 
     def _pacing(self, settings: Settings) -> dict[str, Any]:
         """A new job's adaptive flag and limits: the settings' limits, the options' over them."""
-        limits = settings.limits().as_dict() | self.args.limit_changes
+        limits = settings.limits(self.args.limit_changes).as_dict()
         return {"adaptive": not self.args.fixed_batches, "limits": limits}
 
     async def _active_job_error(self, db: AsyncEngine, active: uuid.UUID | None) -> CliError:

@@ -118,7 +118,7 @@ class LimitParams:
         return throttle.given(dataclasses.asdict(self))
 
     def for_new_job(self, settings: Settings) -> dict:
-        return {**settings.limits().as_dict(), **self.given()}
+        return settings.limits(self.given()).as_dict()
 
 
 LimitsDep = Annotated[LimitParams, Depends()]

@@ -1,5 +1,6 @@
 """The command lines' pure parts: the guide's text, progress pacing, pg_dump choice, URLs."""
 
+import dataclasses
 import io
 import time
 from datetime import UTC, datetime
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import backup, common, migrate, output
+from app.cli import backup, common, limits, migrate, output
 from app.cli.common import CliError, describe_database, where
 from app.config import Settings
+from app.jobs.throttle import Limits, Trip
+from app.routers.migrations import LimitParams
 
 SESSION = "11111111-1111-1111-1111-111111111111"
 PATIENT = "22222222-2222-2222-2222-222222222222"
@@ -186,18 +189,51 @@ def test_jobs_are_adaptive_unless_fixed_and_limit_options_name_the_limits():
         "share_above_sessions": 8,
     }
     assert migrate.parse_args(["--limits", "ab12", "--max-batch-slowdown", "3"]).limits == "ab12"
+    again = migrate.parse_args(["--limits", "ab12", "--yield-to-autovacuum"])
+    assert again.limit_changes == {"yield_to_autovacuum": True}
 
 
-THROTTLE = {
-    "signal": "replay_lag_seconds", "value": 12.4, "threshold": 5.0, "unit": "s",
-    "where": "replica-b", "message": "standby replay lag (replica-b) 12.4 s, limit 5 s",
-    "sharing": False, "since": "2026-12-05T14:02:31+00:00",
-}  # fmt: skip
+def test_every_limit_is_an_option_here_and_a_parameter_of_the_api():
+    names = set(Limits.names())
+    assert set(limits.OPTIONS) | set(limits.SWITCHES) == names
+    assert {field.name for field in dataclasses.fields(LimitParams)} == names
 
 
-def test_a_waiting_job_says_so_on_its_progress_line(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
+def test_limits_are_named_as_their_options_spell_them():
+    stored = Limits(max_archive_backlog=None, yield_to_autovacuum=False).as_dict()
+    assert limits.shown(stored) == (
+        "--max-replay-lag 5, --max-replay-lag-bytes 268435456, --max-archive-backlog off, "
+        "--no-yield-to-autovacuum, --max-lock-wait 0.2, --max-batch-slowdown 4, "
+        "--share-above-sessions 2"
+    )
+    changes = {"max_lock_wait_seconds": 0.05, "yield_to_autovacuum": True,
+               "max_batch_slowdown": 4.0, "max_replay_lag_seconds": 12.5}  # fmt: skip
+    assert limits.changed(Limits(yield_to_autovacuum=False), changes) == (
+        "--max-replay-lag 12.5 (was 5), --yield-to-autovacuum (was --no-yield-to-autovacuum), "
+        "--max-lock-wait 0.05 (was 0.2), --max-batch-slowdown 4 (unchanged)"
+    )
+
+
+def _shown(trip: Trip, since: str = "2026-12-05T14:02:31+00:00") -> dict:
+    """A throttle as the runner puts it in the job row and hands it to on_throttle."""
+    return {**trip.as_dict(), "message": trip.message, "sharing": trip.sharing, "since": since}
+
+
+THROTTLE = _shown(Trip("replay_lag_seconds", 12.4, 5.0, "s", "replica-b"))
+
+
+@pytest.fixture
+def local_utc():
+    """Local time is UTC while the test runs: a wait's "since" is shown in local time."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "UTC")
+        time.tzset()
+        yield
     time.tzset()
+
+
+def test_a_waiting_job_says_so_on_its_progress_line(local_utc):
+    assert THROTTLE["message"] == "standby replay lag (replica-b) 12.4 s, limit 5 s"
     stream = io.StringIO()
     progress = output.Progress(
         output.Console(stream), total=50, done=10, unit="sessions", clock=lambda: 0.0
@@ -337,6 +373,23 @@ def test_job_listing_shows_rolled_back_migrations_as_rolled_back():
         "2026-01-02 03:04:05  ops-1",
     ]
     assert output.job_table([]) == ["No migration or rollback jobs yet."]
+
+
+def test_job_details_show_the_sizing_the_limits_and_the_wait(local_utc):
+    waiting = _shown(Trip("archive_backlog", 40, 32, "segments"))
+    job = _job(status="running", adaptive=True, current_batch_size=640,
+               limits=Limits(max_lock_wait_seconds=None).as_dict(), throttle=waiting)  # fmt: skip
+    lines = output.job_details(job)
+    at = lines.index("Batch Sizing: adaptive, last batch 640")
+    assert lines[at + 1 : at + 3] == [
+        "Limits: --max-replay-lag 5, --max-replay-lag-bytes 268435456, "
+        "--max-archive-backlog 32, --yield-to-autovacuum, --max-lock-wait off, "
+        "--max-batch-slowdown 4, --share-above-sessions 2",
+        # As the throttle says it: "WAL" stays upper-case.
+        "Waiting: WAL archive backlog 40 segments, limit 32 segments, since 14:02:31",
+    ]
+    fixed = output.job_details(_job(adaptive=False, current_batch_size=None, limits=None))
+    assert "Batch Sizing: fixed" in fixed and not any(x.startswith("Limits:") for x in fixed)
 
 
 def test_job_details_say_what_to_do_next():

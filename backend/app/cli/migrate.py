@@ -24,11 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import schemas
-from app.cli import check, common, output
+from app.cli import check, common, limits, output
 from app.cli.common import CliError
 from app.config import Settings
 from app.db import create_engine
-from app.jobs import errors, queries, retention, runner, store, throttle
+from app.jobs import errors, queries, retention, runner, store
 from app.jobs import verify as verify_numbers
 
 DEFAULT_BATCH_SIZE = 1000
@@ -50,39 +50,6 @@ def _batch_size(value: str) -> int:
     if not 1 <= size <= MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_BATCH_SIZE}")
     return size
-
-
-def _number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError("must be a number, 0 or more (0 turns the limit off)")
-    return number
-
-
-def _whole(value: str) -> int:
-    number = _number(value)
-    if number != int(number):
-        raise argparse.ArgumentTypeError("must be a whole number, 0 or more (0: off)")
-    return int(number)
-
-
-# The health limits (throttle.Limits) as options: option, its value's kind, what it limits.
-LIMIT_OPTIONS = (
-    ("--max-replay-lag", "max_replay_lag_seconds", _number, "SECONDS", "a standby's replay lag"),
-    ("--max-replay-lag-bytes", "max_replay_lag_bytes", _whole, "N",
-     "bytes of WAL a standby or logical slot is behind"),
-    ("--max-archive-backlog", "max_archive_backlog", _whole, "N",
-     "WAL segments waiting for the archiver"),
-    ("--max-lock-wait", "max_lock_wait_seconds", _number, "SECONDS",
-     "another session's wait on a lock the job holds"),
-    ("--max-batch-slowdown", "max_batch_slowdown", _number, "X",
-     "a batch's time over its recent median"),
-    ("--share-above-sessions", "share_above_sessions", _whole, "N",
-     "other sessions at work before the job shares (one batch at a time)"),
-)  # fmt: skip
 
 
 def _count(value: str) -> int:
@@ -203,20 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep --batch-size for every batch, as before (default: it is where batch sizes "
         "start, then they follow BATCH_TARGET_SECONDS)",
     )
-    limits = parser.add_argument_group(
-        "health limits",
-        "the job waits while one is exceeded (0 turns one off; defaults: THROTTLE_* settings, "
-        "see docs/API.md); with --limits JOB_ID they change that job",
-    )
-    for option, name, kind, metavar, what in LIMIT_OPTIONS:
-        limits.add_argument(option, dest=name, type=kind, metavar=metavar, help=what)
-    limits.add_argument(
-        "--no-yield-to-autovacuum",
-        dest="yield_to_autovacuum",
-        action="store_const",
-        const=False,
-        help="go on while autovacuum works on the two tables (anti-wraparound: always waited for)",
-    )
+    limits.add_options(parser)
     parser.add_argument(
         "--force", action="store_true", help="with --rollback: delete changed goals too"
     )
@@ -247,7 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--keep-later-runs only applies to --rollback")
     if args.resume and (args.dry_run or args.batch_size):
         parser.error("--resume continues a job with its own settings: drop --dry-run/--batch-size")
-    args.limit_changes = throttle.given(vars(args))
+    args.limit_changes = limits.given(args)
     if args.resume and (args.fixed_batches or args.limit_changes):
         parser.error(
             "--resume continues a job with its own settings: change its limits with --limits"
@@ -452,8 +406,8 @@ class Command:
 
     def _pacing(self, settings: Settings) -> dict[str, Any]:
         """A new job's adaptive flag and limits: the settings' limits, the options' over them."""
-        limits = settings.limits(self.args.limit_changes).as_dict()
-        return {"adaptive": not self.args.fixed_batches, "limits": limits}
+        chosen = settings.limits(self.args.limit_changes).as_dict()
+        return {"adaptive": not self.args.fixed_batches, "limits": chosen}
 
     async def _active_job_error(self, db: AsyncEngine, active: uuid.UUID | None) -> CliError:
         about = ""
@@ -606,7 +560,7 @@ class Command:
                 # No stale recovery first: a job whose process is gone is cancelled at once.
                 return await self._cancel(conn, settings, job_id)
             if self.args.limits:
-                return await self._change_limits(conn, job_id)
+                return await self._change_limits(conn, settings, job_id)
             await runner.recover_stale(conn, settings)
             job = await queries.get_job(conn, job_id=job_id)
         if job is None:
@@ -629,16 +583,20 @@ class Command:
         job = await queries.get_job(conn, job_id=job_id)
         return self._show_job(job, output.cancel_lines(job, status))
 
-    async def _change_limits(self, conn: AsyncConnection, job_id: uuid.UUID) -> int:
+    async def _change_limits(
+        self, conn: AsyncConnection, settings: Settings, job_id: uuid.UUID
+    ) -> int:
         changes = self.args.limit_changes
         try:
-            await store.set_limits(conn, job_id=job_id, actor=ACTOR, changes=changes)
+            stored = await store.set_limits(conn, job_id=job_id, actor=ACTOR, changes=changes)
         except store.JobNotFound:
             raise CliError(f"no job with id {job_id}") from None
         except store.JobStateError as exc:
             raise CliError(f"cannot change the limits of job {job_id}: {exc}") from None
         job = await queries.get_job(conn, job_id=job_id)
-        return self._show_job(job, output.limits_lines(job, changes))
+        # What the job went by before: its stored limits over the settings, as the runner does.
+        said = limits.changed(settings.limits(stored), changes)
+        return self._show_job(job, output.limits_lines(job, said))
 
     def _show_list(self, jobs: list[dict]) -> int:
         if self.args.json:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from app.cli import limits
+
 RULE = "=" * 70
 DRY_RUN_LINE = "🔍 DRY RUN MODE - No database changes will be made"
 PROGRESS_INTERVAL_SECONDS = 1.0  # between progress lines
@@ -355,17 +357,15 @@ def _pacing_lines(job: dict[str, Any]) -> list[str]:
         sizing += f", last batch {job['current_batch_size']}"
     lines = [f"Batch Sizing: {sizing}"]
     if job.get("limits"):
-        lines.append("Limits: " + limits_text(job["limits"]))
+        lines.append("Limits: " + limits.shown(job["limits"]))
     if job.get("throttle"):
-        lines.append(waiting_text(job["throttle"]).capitalize())
+        lines.append(_sentence(waiting_text(job["throttle"])))
     return lines
 
 
-def limits_text(limits: dict[str, Any]) -> str:
-    """The job's limits in one line, as their options name them."""
-    return ", ".join(
-        f"{name} {'off' if value is None else value}" for name, value in limits.items()
-    )
+def _sentence(text: str) -> str:
+    """The first letter up, the rest as it is (str.capitalize would lower "WAL" and "MB")."""
+    return text[:1].upper() + text[1:]
 
 
 def waiting_text(throttle: dict[str, Any]) -> str:
@@ -375,12 +375,11 @@ def waiting_text(throttle: dict[str, Any]) -> str:
     return f"{verb}: {_printable(throttle['message'])}, since {since}"
 
 
-def limits_lines(job: dict[str, Any], changes: dict[str, Any]) -> list[str]:
-    """`--limits`: what changed, and where the job stands."""
-    named = limits_text(changes)
+def limits_lines(job: dict[str, Any], changed: str) -> list[str]:
+    """`--limits`: what changed (limits.changed), and when the job goes by it."""
     running = job["status"] in ("running", "cancelling")
     when = "within a heartbeat" if running else "when it is resumed"
-    return [f"Limits of job {job['id']} changed: {named}; it applies them {when}."]
+    return [f"Limits of job {job['id']} changed: {changed}; it applies them {when}."]
 
 
 def cancel_lines(job: dict[str, Any], status: str) -> list[str]:
@@ -507,7 +506,7 @@ class Progress:
         if self.console.bar:
             self.show()
         elif changed:
-            self.console.lines([self.note[0].upper() + self.note[1:] if self.note else "Going on."])
+            self.console.lines([_sentence(self.note) if self.note else "Going on."])
 
     def last(self) -> None:
         """Show the final count unless the last line already did."""

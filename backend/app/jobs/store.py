@@ -521,10 +521,11 @@ async def set_throttle(
 
 async def set_limits(
     conn: AsyncConnection, *, job_id: uuid.UUID, actor: str, changes: dict[str, Any]
-) -> None:
+) -> dict[str, Any]:
     """Change a job's health thresholds; a running job applies them within a heartbeat.
 
     Allowed while the job is active or can be resumed; audited with the old and new values.
+    Returns the limits the job had stored before ({} for a job that kept the settings').
     """
     row = (
         await conn.execute(
@@ -546,6 +547,7 @@ async def set_limits(
     )
     details = {name: {"from": before.get(name), "to": value} for name, value in changes.items()}
     await audit(conn, job_id=job_id, actor=actor, action="limits", details=details)
+    return before
 
 
 async def finish(

@@ -232,27 +232,67 @@ def local_utc():
     time.tzset()
 
 
-def test_a_waiting_job_says_so_on_its_progress_line(local_utc):
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_wait_without_a_terminal_is_one_line_per_change(local_utc):
     assert THROTTLE["message"] == "standby replay lag (replica-b) 12.4 s, limit 5 s"
-    stream = io.StringIO()
+    stream, clock = io.StringIO(), Clock()
     progress = output.Progress(
-        output.Console(stream), total=50, done=10, unit="sessions", clock=lambda: 0.0
+        output.Console(stream), total=50, done=10, unit="sessions", clock=clock
     )
     progress.wait(THROTTLE)
-    progress.wait({**THROTTLE, "value": 13.0, "message": "standby replay lag … 13 s, limit 5 s"})
+    clock.now = 2.0  # a new reading of the same signal: no new line
+    progress.wait(_shown(Trip("replay_lag_seconds", 13.0, 5.0, "s", "replica-b")))
+    clock.now = 12.0
+    progress.wait(None)
+    clinicians = _shown(Trip("clinicians_active", 24, 2, "sessions"), "2026-12-05T14:10:00+00:00")
+    progress.wait(clinicians)
+    clock.now = 42.5
     progress.wait(None)
     assert stream.getvalue().splitlines() == [
         "Waiting: standby replay lag (replica-b) 12.4 s, limit 5 s, since 14:02:31",
-        "Going on.",
+        "Going on after 12.0 s.",
+        "Sharing the database: 24 other sessions at work, limit 2, since 14:10:00",
+        "Back to full speed after sharing for 30.5 s.",
     ]
-    bar = io.StringIO()
-    progress = output.Progress(
-        output.Console(bar, bar=True), total=50, done=10, unit="sessions", clock=lambda: 0.0
-    )
+
+
+def _bar(columns: int) -> tuple[io.StringIO, output.Progress]:
+    stream = io.StringIO()
+    console = output.Console(stream, bar=True, columns=lambda: columns)
+    return stream, output.Progress(console, total=200_000, done=41_000, unit="sessions")
+
+
+def _last_redraw(stream: io.StringIO) -> str:
+    return stream.getvalue().rsplit("\r\x1b[K", 1)[1]
+
+
+def test_on_a_terminal_the_wait_is_on_the_bars_line_within_one_row(local_utc):
+    head = "⏳ Progress: 41000/200000 sessions processed..."
+    note = " 20% · waiting: standby replay lag (replica-b) 12.4 s, limit 5 s, since 14:02:31"
+    stream, progress = _bar(200)
     progress.wait(THROTTLE)
-    assert bar.getvalue().endswith(
-        "20% · waiting: standby replay lag (replica-b) 12.4 s, limit 5 s, since 14:02:31"
-    )
+    assert _last_redraw(stream) == f"{head} [{'█' * 6}{'░' * 24}]{note}"
+    progress.wait(None)  # going on: the note is gone at the next redraw
+    assert _last_redraw(stream) == f"{head} [{'█' * 6}{'░' * 24}] 20%"
+
+    # Narrower: the graphic goes first, then the end is cut; never past the last column but one.
+    stream, progress = _bar(140)
+    progress.wait(THROTTLE)
+    assert _last_redraw(stream) == head + note
+    stream, progress = _bar(80)
+    progress.wait(THROTTLE)
+    shown = _last_redraw(stream)
+    assert shown.startswith(head + " 20% · waiting: standby") and shown.endswith("…")
+    assert output._cells(shown) == 79 and output._cells("⏳") == 2
 
 
 @pytest.mark.parametrize(

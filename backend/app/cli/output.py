@@ -8,9 +8,11 @@ Clinical text (goal descriptions) only ever reaches the operator's own stdout th
 import contextlib
 import json
 import os
+import shutil
 import sys
 import textwrap
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -407,10 +409,12 @@ class Console:
         quiet: bool = False,
         bar: bool = False,
         on_broken: Callable[[], None] | None = None,
+        columns: Callable[[], int] = lambda: shutil.get_terminal_size().columns,
     ):
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.bar = bar
+        self.columns = columns  # the terminal's width now: it may change while a job runs
         self.on_broken = on_broken
         self.broken = False
         self._open_line = False
@@ -448,8 +452,9 @@ class Console:
             return
         share = done / total if total else 1.0
         filled = round(30 * min(share, 1.0))
-        bar = f"{line} [{'█' * filled}{'░' * (30 - filled)}] {share:.0%}"
-        self._write(f"\r\x1b[K{bar}" + (f" · {note}" if note else ""))
+        graphic = f" [{'█' * filled}{'░' * (30 - filled)}]"
+        after = f" {share:.0%}" + (f" · {note}" if note else "")
+        self._write("\r\x1b[K" + _fit(line, graphic, after, self.columns() - 1))
         self._open_line = True
 
     def _close_line(self) -> None:
@@ -459,6 +464,34 @@ class Console:
 
     def finish(self) -> None:
         self._close_line()
+
+
+def _cells(text: str) -> int:
+    """Terminal columns the text takes: wide characters (the ⏳) two, combining ones none."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def _fit(line: str, graphic: str, after: str, width: int) -> str:
+    """The bar's line within one terminal row: the graphic goes first, then the end is cut.
+
+    A carriage return goes back to the start of the cursor's row only, so a line that wrapped
+    would leave its first row behind at every redraw; a wait's note makes it over 80 columns.
+    """
+    if _cells(line + graphic + after) <= width:
+        return line + graphic + after
+    shorter = line + after
+    if _cells(shorter) <= width:
+        return shorter
+    kept, used = [], 1  # one column for the "…"
+    for ch in shorter:
+        used += _cells(ch)
+        if used > width:
+            break
+        kept.append(ch)
+    return "".join(kept) + "…"
 
 
 class Progress:
@@ -484,6 +517,8 @@ class Progress:
         self._shown_at = 0.0
         self.note: str | None = None  # what the job waits on, shown with the count
         self._signal: str | None = None
+        self._sharing = False
+        self._waiting_from: float | None = None  # when this wait began, on self.clock
 
     def add(self, count: int) -> None:
         self.done += count
@@ -503,10 +538,22 @@ class Progress:
         signal = throttle and throttle["signal"]
         changed, self._signal = signal != self._signal, signal
         self.note = throttle and waiting_text(throttle)
+        if throttle is not None and self._waiting_from is None:
+            self._waiting_from = self.clock()
+        going_on = ""
+        if throttle is None and self._waiting_from is not None:
+            going_on = self._going_on(self.clock() - self._waiting_from)
+            self._waiting_from = None
+        self._sharing = bool(throttle and throttle.get("sharing"))
         if self.console.bar:
             self.show()
         elif changed:
-            self.console.lines([_sentence(self.note) if self.note else "Going on."])
+            self.console.lines([_sentence(self.note) if self.note else going_on])
+
+    def _going_on(self, seconds: float) -> str:
+        if self._sharing:
+            return f"Back to full speed after sharing for {seconds:.1f} s."
+        return f"Going on after {seconds:.1f} s."
 
     def last(self) -> None:
         """Show the final count unless the last line already did."""

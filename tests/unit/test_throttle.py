@@ -133,6 +133,8 @@ def test_lock_waits_and_batch_slowdown():
     trip = decide(QUIET, Limits(), lock_wait=0.8)
     assert trip.message == "a session waited on the job's locks for 0.8 s, limit 0.2 s"
     assert decide(QUIET, Limits(max_lock_wait_seconds=None), lock_wait=9) is None
+    trip = decide(QUIET, Limits(max_lock_wait_seconds=0.05), lock_wait=0.45)
+    assert trip.message == "a session waited on the job's locks for 0.45 s, limit 0.05 s"
     trip = decide(QUIET, Limits(), slowdown=5.04)
     assert trip.message == "batch time over its recent median 5×, limit 4×"
 

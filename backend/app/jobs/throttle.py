@@ -137,7 +137,8 @@ def _amount(value: float | None, unit: str | None) -> str:
             if value >= size:
                 return f"{value / size:.1f} {name}"
         return f"{value:.0f} bytes"
-    number = f"{value:.1f}".removesuffix(".0")
+    # Below 1, two significant digits: a lock wait limit of 0.05 s must not read "0.1 s".
+    number = f"{value:.1f}".removesuffix(".0") if abs(value) >= 1 else f"{value:.2g}"
     if unit == "×":
         return f"{number}×"
     return f"{number} {unit}" if unit else number

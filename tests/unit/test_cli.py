@@ -284,15 +284,25 @@ def test_on_a_terminal_the_wait_is_on_the_bars_line_within_one_row(local_utc):
     progress.wait(None)  # going on: the note is gone at the next redraw
     assert _last_redraw(stream) == f"{head} [{'█' * 6}{'░' * 24}] 20%"
 
-    # Narrower: the graphic goes first, then the end is cut; never past the last column but one.
+    # Narrower: the graphic goes first, then the head is shortened, then "since", then the
+    # end is cut; never past the last column but one, which would wrap on some terminals.
     stream, progress = _bar(140)
     progress.wait(THROTTLE)
     assert _last_redraw(stream) == head + note
+    compact = (
+        "⏳ 41000/200000 sessions 20% · waiting: standby replay lag (replica-b) 12.4 s, limit 5 s"
+    )
+    stream, progress = _bar(110)
+    progress.wait(THROTTLE)
+    assert _last_redraw(stream) == compact + ", since 14:02:31"
+    stream, progress = _bar(100)
+    progress.wait(THROTTLE)
+    assert _last_redraw(stream) == compact
     stream, progress = _bar(80)
     progress.wait(THROTTLE)
     shown = _last_redraw(stream)
-    assert shown.startswith(head + " 20% · waiting: standby") and shown.endswith("…")
-    assert output._cells(shown) == 79 and output._cells("⏳") == 2
+    assert shown == compact[:77] + "…" and output._cells(shown) == 79
+    assert output._cells("⏳") == 2
 
 
 @pytest.mark.parametrize(

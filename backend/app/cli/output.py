@@ -370,11 +370,14 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def waiting_text(throttle: dict[str, Any]) -> str:
+def waiting_text(throttle: dict[str, Any], *, since: bool = True) -> str:
     """What a job waits on, e.g. "waiting: standby replay lag 12.4 s, limit 5 s, since 14:02:31"."""
-    since = datetime.fromisoformat(str(throttle["since"])).astimezone().strftime("%H:%M:%S")
     verb = "sharing the database" if throttle.get("sharing") else "waiting"
-    return f"{verb}: {_printable(throttle['message'])}, since {since}"
+    text = f"{verb}: {_printable(throttle['message'])}"
+    if not since:
+        return text
+    began = datetime.fromisoformat(str(throttle["since"])).astimezone().strftime("%H:%M:%S")
+    return f"{text}, since {began}"
 
 
 def limits_lines(job: dict[str, Any], changed: str) -> list[str]:
@@ -443,7 +446,15 @@ class Console:
         """The --json summary: the only thing such a run prints on stdout."""
         self._write(json.dumps(document, indent=2, default=str) + "\n")
 
-    def progress(self, done: int, total: int | None, unit: str, note: str | None = None) -> None:
+    def progress(
+        self,
+        done: int,
+        total: int | None,
+        unit: str,
+        note: str | None = None,
+        brief: str | None = None,
+    ) -> None:
+        """A progress line; on a terminal the bar's line, redrawn, with what the job waits on."""
         if self.quiet:
             return
         line = progress_line(done, total, unit)
@@ -453,8 +464,12 @@ class Console:
         share = done / total if total else 1.0
         filled = round(30 * min(share, 1.0))
         graphic = f" [{'█' * filled}{'░' * (30 - filled)}]"
-        after = f" {share:.0%}" + (f" · {note}" if note else "")
-        self._write("\r\x1b[K" + _fit(line, graphic, after, self.columns() - 1))
+        percent = f" {share:.0%}"
+        tail, short = (f" · {note}", f" · {brief or note}") if note else ("", "")
+        compact = f"⏳ {done}/{total if total is not None else '?'} {unit}"
+        candidates = [line + graphic + percent + tail, line + percent + tail,
+                      compact + percent + tail, compact + percent + short]  # fmt: skip
+        self._write("\r\x1b[K" + _fit(candidates, self.columns() - 1))
         self._open_line = True
 
     def _close_line(self) -> None:
@@ -474,19 +489,17 @@ def _cells(text: str) -> int:
     )
 
 
-def _fit(line: str, graphic: str, after: str, width: int) -> str:
-    """The bar's line within one terminal row: the graphic goes first, then the end is cut.
+def _fit(candidates: list[str], width: int) -> str:
+    """The first of the bar's lines (longest first) that fits one row; else the last, cut.
 
     A carriage return goes back to the start of the cursor's row only, so a line that wrapped
     would leave its first row behind at every redraw; a wait's note makes it over 80 columns.
     """
-    if _cells(line + graphic + after) <= width:
-        return line + graphic + after
-    shorter = line + after
-    if _cells(shorter) <= width:
-        return shorter
+    for text in candidates:
+        if _cells(text) <= width:
+            return text
     kept, used = [], 1  # one column for the "…"
-    for ch in shorter:
+    for ch in candidates[-1]:
         used += _cells(ch)
         if used > width:
             break
@@ -516,6 +529,7 @@ class Progress:
         self._shown: int | None = None
         self._shown_at = 0.0
         self.note: str | None = None  # what the job waits on, shown with the count
+        self.brief: str | None = None  # the same, without since when, for a narrow terminal
         self._signal: str | None = None
         self._sharing = False
         self._waiting_from: float | None = None  # when this wait began, on self.clock
@@ -530,7 +544,7 @@ class Progress:
     def show(self, now: float | None = None) -> None:
         if self.gap:
             self.console.lines([""])
-        self.console.progress(self.done, self.total, self.unit, self.note)
+        self.console.progress(self.done, self.total, self.unit, self.note, self.brief)
         self._shown, self._shown_at = self.done, self.clock() if now is None else now
 
     def wait(self, throttle: dict[str, Any] | None) -> None:
@@ -538,6 +552,7 @@ class Progress:
         signal = throttle and throttle["signal"]
         changed, self._signal = signal != self._signal, signal
         self.note = throttle and waiting_text(throttle)
+        self.brief = throttle and waiting_text(throttle, since=False)
         if throttle is not None and self._waiting_from is None:
             self._waiting_from = self.clock()
         going_on = ""

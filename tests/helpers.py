@@ -194,6 +194,34 @@ async def at_gate(db: AsyncEngine, count: int) -> None:
     await until(held, what=f"{count} batches at the gate")
 
 
+async def clinician_waits_on_the_batch(db: AsyncEngine, clinician, *, job_id, goals):
+    """With a one-partition job's batch held at the closed gate: a clinician, in a transaction
+    of `clinician` (asyncpg) already open, edits a session that batch gave goals to.
+
+    The batch's goal inserts lock their sessions FOR KEY SHARE (the foreign key), so the
+    clinician's FOR UPDATE waits on the job. `goals` are the model's, in its tuple order.
+    Returns the clinician's statement, which completes once the batch commits.
+    """
+    async with db.connect() as conn:
+        cursor = (
+            await conn.execute(
+                text("SELECT cursor FROM migration_job_partitions WHERE job_id = :j"), {"j": job_id}
+            )
+        ).scalar_one()
+    _, _, session_id, *_ = min(g for g in goals if cursor is None or g[0] > cursor)
+    edit = asyncio.create_task(
+        clinician.execute("SELECT 1 FROM therapy_sessions WHERE id = $1 FOR UPDATE", session_id)
+    )
+
+    async def blocked() -> bool:
+        async with db.connect() as conn:
+            query = text("SELECT cardinality(pg_blocking_pids(:pid)) > 0")
+            return (await conn.execute(query, {"pid": clinician.get_server_pid()})).scalar_one()
+
+    await until(blocked, 10, "the clinician to wait on the batch")
+    return edit
+
+
 def ts(day: int, minute: int = 0) -> datetime:
     """A session date `day` days after 2024-01-01 09:00 UTC."""
     return datetime(2024, 1, 1, 9, tzinfo=UTC) + timedelta(days=day, minutes=minute)

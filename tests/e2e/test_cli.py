@@ -5,21 +5,27 @@ the engine recorded in the job table.
 """
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
 import re
+import select
 import signal
 import stat
+import struct
 import sys
+import termios
 import uuid
 from dataclasses import dataclass
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app import demo
-from app.cli import backup
+from app.cli import backup, output
 from app.jobs import queries, runner
 from tests import helpers, model
 from tests.conftest import BACKEND, drop_database, new_database
@@ -376,6 +382,157 @@ async def test_a_second_ctrl_c_abandons_the_batch_in_flight(database_url, db):
     assert job["status"] == "interrupted" and "second Ctrl-C" in job["error"]
     # The abandoned batch rolled back: goals and counters still agree.
     assert len(await helpers.migrated_goals(db)) == job["goals_created"]
+
+
+# Quick rechecks, one partition (one batch at the gate), and the one wait the clinician's: the
+# test's sessions must not make the job share, a held batch must not count as a slowdown, nor
+# an autovacuum make it wait.
+QUICK = {"JOB_PARTITIONS": "1", "HEARTBEAT_SECONDS": "0.1", "LOCK_WATCH_SECONDS": "0.05",
+         "THROTTLE_RECHECK_SECONDS": "0.5"}  # fmt: skip
+ONE_WAIT = ("--batch-size", "60", "--share-above-sessions", "0", "--max-batch-slowdown", "0",
+            "--no-yield-to-autovacuum")  # fmt: skip
+
+
+async def _block_a_clinician(database_url, db, expected, begin):
+    """Start a run (`begin()`), hold its first batch, set its lock-wait limit to 0.07 s from a
+    second command line, and keep a clinician waiting on the batch long enough to be seen.
+
+    Returns the process and its job's id, once the batch and then the clinician went on.
+    """
+    clinician = await asyncpg.connect(database_url)
+    try:
+        async with helpers.gate_closed(db):
+            process = await begin()
+            await helpers.at_gate(db, 1)
+            job_id = (await latest_job(db))["id"]
+            changed = await cli(
+                database_url, "--limits", str(job_id)[:8], "--max-lock-wait", "0.07"
+            )
+            assert changed.code == 0, changed.err
+            assert changed.out == (
+                f"Limits of job {job_id} changed: --max-lock-wait 0.07 (was 0.2); "
+                "it applies them within a heartbeat.\n"
+            )
+            opens = clinician.transaction()
+            await opens.start()
+            edit = await helpers.clinician_waits_on_the_batch(
+                db, clinician, job_id=job_id, goals=expected.goals
+            )
+            await asyncio.sleep(0.4)  # long enough for the job's lock watcher to see it
+        await asyncio.wait_for(edit, 10)
+        await opens.commit()
+    finally:
+        await clinician.close()
+    return process, job_id
+
+
+WAITING_BRIEF = r"a session waited on the job's locks for (0\.\d+|\d+(\.\d)?) s, limit 0\.07 s"
+WAITING = WAITING_BRIEF + r", since \d\d:\d\d:\d\d"
+
+
+async def test_a_clinician_blocked_by_a_batch_shows_as_a_wait_with_the_limit_set_meanwhile(
+    database_url, db
+):
+    await demo.write(database_url, sessions=800, seed=43)
+    expected = await model_outcome(db)
+    process, job_id = await _block_a_clinician(
+        database_url, db, expected, lambda: start(database_url, *ONE_WAIT, **QUICK)
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    run = Run(process.returncode, out.decode(), err.decode())
+    assert run.code == 0, run.err
+
+    # Not a terminal: one line when it began to wait, one when it went on.
+    waiting = [i for i, line in enumerate(run.lines) if line.startswith("Waiting: ")]
+    assert len(waiting) == 1, run.out
+    line = run.lines[waiting[0]]
+    assert re.fullmatch("Waiting: " + WAITING, line), line  # the limit set by --limits
+    going_on = run.lines[waiting[0] + 1]
+    assert re.fullmatch(r"Going on after \d+\.\d s\.", going_on), run.out
+    assert float(going_on.split()[3]) >= 0.5  # one recheck at least
+    assert run.lines.index("✅ Migration completed successfully!") > waiting[0]
+
+    job = await helpers.get(db, job_id)
+    assert job["adaptive"] and job["requested_by"] == "cli" and job["throttle"] is None
+    assert job["limits"]["max_lock_wait_seconds"] == 0.07
+    assert job["limits"]["share_above_sessions"] is None  # 0 on the command line: off
+    assert job["limits"]["max_batch_slowdown"] is None
+    assert job["limits"]["yield_to_autovacuum"] is False
+    assert run.summary() == helpers.stats(job) == expected.stats
+    assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+    async with db.connect() as conn:
+        audit = (
+            await conn.execute(
+                text(
+                    "SELECT action, actor, details FROM migration_audit "
+                    "WHERE job_id = :j AND action IN ('limits', 'throttled', 'throttle_cleared') "
+                    "ORDER BY id"
+                ),
+                {"j": job_id},
+            )
+        ).all()
+    assert [(a.action, a.actor) for a in audit] == [
+        ("limits", "cli"), ("throttled", "system"), ("throttle_cleared", "system")
+    ]  # fmt: skip
+    assert audit[0].details == {"max_lock_wait_seconds": {"from": 0.2, "to": 0.07}}
+    assert audit[1].details["signal"] == "lock_waits" and audit[1].details["threshold"] == 0.07
+
+
+async def _drain(fd: int) -> bytes:
+    """Everything written to a pty until its other side is closed (EIO on Linux)."""
+    seen = b""
+    while True:
+        if select.select([fd], [], [], 0)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return seen
+            if not chunk:
+                return seen
+            seen += chunk
+        else:
+            await asyncio.sleep(0.02)
+
+
+async def test_on_a_terminal_the_wait_is_on_the_bars_line_within_its_width(database_url, db):
+    await demo.write(database_url, sessions=800, seed=43)
+    expected = await model_outcome(db)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {k: v for k, v in _env(database_url, **QUICK).items() if k not in ("COLUMNS", "LINES")}
+
+    reader: asyncio.Task | None = None
+
+    async def begin():
+        nonlocal reader
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, MIGRATE, *ONE_WAIT,
+            cwd=BACKEND, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=slave,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.close(slave)  # the child has its own copy: the pty ends when the child does
+        reader = asyncio.create_task(_drain(master))
+        return process
+
+    try:
+        process, job_id = await _block_a_clinician(database_url, db, expected, begin)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        out = (await asyncio.wait_for(reader, 10)).decode()
+    finally:
+        if reader is not None and not reader.done():
+            reader.cancel()
+        os.close(master)
+    assert process.returncode == 0, err.decode()
+    # Each redraw of the bar's line: the wait is on it, and it fits the terminal's 100 columns.
+    redraws = [part.split("\r\n")[0] for part in out.split("\r\x1b[K")[1:]]
+    waits = [line for line in redraws if " · waiting: " in line]
+    assert waits, out
+    assert all(output._cells(line) <= 99 for line in redraws), redraws
+    # The whole line would take some 130 columns: the head is shortened, "since" left out.
+    assert re.fullmatch(r"⏳ \d+/729 sessions \d+% · waiting: " + WAITING_BRIEF, waits[0]), waits
+    assert redraws[-1] == "⏳ Progress: 729/729 sessions processed... " + f"[{'█' * 30}] 100%"
+    assert "✅ Migration completed successfully!" in out
+    assert (await helpers.get(db, job_id))["status"] == "succeeded"
 
 
 async def test_rollback_from_the_command_line(database_url, db):

@@ -144,27 +144,10 @@ async def test_a_clinician_blocked_by_a_batch_makes_the_job_back_off_and_gets_th
         task = asyncio.create_task(runner.run_job(db, settings, job_id=job_id, token=token))
         async with helpers.gate_closed(db):
             await helpers.at_gate(db, 1)
-            # The batch held at the gate has inserted the goals of the patients after the
-            # cursor, locking their sessions against deletes and FOR UPDATE (foreign key).
-            async with db.connect() as conn:
-                cursor = (
-                    await conn.execute(
-                        text("SELECT cursor FROM migration_job_partitions WHERE job_id = :j"),
-                        {"j": job_id},
-                    )
-                ).scalar_one()
-            patient, _, session_id, *_ = min(
-                g for g in expected.goals if cursor is None or g[0] > cursor
-            )
             opens = clinician.transaction()
             await opens.start()
-            edit = asyncio.create_task(
-                clinician.execute(
-                    "SELECT 1 FROM therapy_sessions WHERE id = $1 FOR UPDATE", session_id
-                )
-            )
-            await helpers.until(
-                lambda: _blocked(db, clinician), 10, "the clinician to wait on the batch"
+            edit = await helpers.clinician_waits_on_the_batch(
+                db, clinician, job_id=job_id, goals=expected.goals
             )
             await asyncio.sleep(0.4)  # long enough for the watcher to see it waiting
             released = time.monotonic()
@@ -191,18 +174,6 @@ async def test_a_clinician_blocked_by_a_batch_makes_the_job_back_off_and_gets_th
     finally:
         await clinician.close()
         await db.dispose()
-
-
-async def _blocked(db, clinician) -> bool:
-    pid = clinician.get_server_pid()
-    async with db.connect() as conn:
-        return bool(
-            (
-                await conn.execute(
-                    text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"), {"pid": pid}
-                )
-            ).scalar_one()
-        )
 
 
 async def test_with_clinicians_at_work_the_job_runs_one_batch_at_a_time_and_rests(database_url):

@@ -160,6 +160,7 @@ def test_exit_codes(status, errors, interrupted, code):
         ["--limits", "1111"],  # no limit to change
         ["--status", "1111", "--max-lock-wait", "1"],
         ["--resume", "1111", "--fixed-batches"],
+        ["--limits", "1111", "--max-lock-wait", "1", "--fixed-batches"],  # a job's sizing stays
         ["--resume", "1111", "--max-batch-slowdown", "3"],
     ],
 )

@@ -208,9 +208,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     for verb in VERBS:
         given = getattr(args, verb)
-        if given and (args.dry_run or args.batch_size or args.verbose or args.yes):
+        run_options = args.dry_run or args.batch_size or args.verbose or args.yes
+        if given and (run_options or args.fixed_batches):
             parser.error(f"--{verb} takes no options but --json" + _LIMITS_TOO[verb == "limits"])
-        if given and verb != "limits" and (args.fixed_batches or args.limit_changes):
+        if given and verb != "limits" and args.limit_changes:
             parser.error(f"--{verb} takes no options but --json")
     if args.limits and not args.limit_changes:
         parser.error("--limits needs at least one limit to change, e.g. --max-replay-lag 10")

@@ -191,3 +191,21 @@ async def _audit_of(db, job_id):
                 {"j": job_id},
             )
         ).all()
+
+
+def test_a_limit_the_job_row_lacks_shows_as_the_settings_give_it(
+    cli_env, settings, capsys, monkeypatch
+):
+    # A job stored before a limit existed (or by hand) names only some limits; the runner
+    # applies the settings' for the rest, and --status and --json say so, as the API does.
+    job_id, _ = _on(settings, lambda db: helpers.start_job(
+        db, settings, dry_run=True, batch_size=10, limits={"max_lock_wait_seconds": 0.5}
+    ))  # fmt: skip
+    monkeypatch.setenv("THROTTLE_SHARE_ABOVE_SESSIONS", "7")
+    code, out, _ = _call(["--status", str(job_id), "--json"], capsys)
+    shown = json.loads(out)["job"]["limits"]
+    assert code == 0 and shown["max_lock_wait_seconds"] == 0.5
+    assert shown["share_above_sessions"] == 7
+    code, out, _ = _call(["--status", str(job_id)], capsys)
+    assert code == 0
+    assert "--max-lock-wait 0.5, --max-batch-slowdown 4, --share-above-sessions 7" in out

@@ -439,6 +439,10 @@ def test_job_details_show_the_sizing_the_limits_and_the_wait(local_utc):
         # As the throttle says it: "WAL" stays upper-case.
         "Waiting: WAL archive backlog 40 segments, limit 32 segments, since 14:02:31",
     ]
+    # A limit the row lacks is the default the runner applies (the settings').
+    partial = _job(limits={"max_lock_wait_seconds": 0.5})
+    lines = output.job_details(partial, default_limits=Limits(share_above_sessions=9))
+    assert any(x.startswith("Limits: ") and x.endswith("--share-above-sessions 9") for x in lines)
     fixed = output.job_details(_job(adaptive=False, current_batch_size=None, limits=None))
     assert "Batch Sizing: fixed" in fixed and not any(x.startswith("Limits:") for x in fixed)
 

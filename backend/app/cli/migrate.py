@@ -248,6 +248,7 @@ class Command:
         self.target: uuid.UUID | None = None  # the job --resume or --rollback names
         self.targets: list[uuid.UUID] = []  # every job --rollback names
         self.database = ""
+        self.settings: Settings | None = None  # read in main(): shapes the --json documents
 
     def fail(self, exc: CliError) -> int:
         """Report an operator-fixable problem: its lines on stderr, and JSON if asked."""
@@ -263,6 +264,7 @@ class Command:
         """Check, ask, run: each database step on its own event loop, the question between."""
         settings = common.load()
         self.database = common.describe_database(settings.database_url)
+        self.settings = settings
         if self.name in VERBS:
             return asyncio.run(self._on_database(settings, self.verb))
         question = asyncio.run(self._on_database(settings, self.prepare))
@@ -502,7 +504,7 @@ class Command:
                 "command": self.name,
                 "exit_code": code,
                 "execution_seconds": round(seconds, 2),
-                "job": schemas.Job.from_row(final).model_dump(mode="json"),
+                "job": self._public(final),
             }
             self.console.document(document)
             return code
@@ -566,7 +568,7 @@ class Command:
             job = await queries.get_job(conn, job_id=job_id)
         if job is None:
             raise CliError(f"no job with id {job_id}")
-        return self._show_job(job, output.job_details(job))
+        return self._show_job(job, output.job_details(job, default_limits=settings.limits()))
 
     async def _cancel(self, conn: AsyncConnection, settings: Settings, job_id: uuid.UUID) -> int:
         try:
@@ -599,9 +601,18 @@ class Command:
         said = limits.changed(settings.limits(stored), changes)
         return self._show_job(job, output.limits_lines(job, said))
 
+    def _public(self, job: dict) -> dict[str, Any]:
+        """The job as the API shows it: a limit its row lacks is the settings' (the runner's)."""
+        public = schemas.Job.from_row(
+            job,
+            stale_after_seconds=self.settings.stale_after_seconds,
+            default_limits=self.settings.limits(),
+        )
+        return public.model_dump(mode="json")
+
     def _show_list(self, jobs: list[dict]) -> int:
         if self.args.json:
-            items = [schemas.Job.from_row(job).model_dump(mode="json") for job in jobs]
+            items = [self._public(job) for job in jobs]
             self.console.document({"command": self.name, "exit_code": 0, "jobs": items})
         else:
             self.console.lines(output.job_table(jobs))
@@ -609,7 +620,7 @@ class Command:
 
     def _show_job(self, job: dict, lines: list[str]) -> int:
         if self.args.json:
-            document = schemas.Job.from_row(job).model_dump(mode="json")
+            document = self._public(job)
             self.console.document({"command": self.name, "exit_code": 0, "job": document})
         else:
             self.console.lines(lines)

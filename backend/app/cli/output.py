@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from app.cli import limits
+from app.jobs import throttle
 
 RULE = "=" * 70
 DRY_RUN_LINE = "🔍 DRY RUN MODE - No database changes will be made"
@@ -326,7 +327,12 @@ def job_table(jobs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def job_details(job: dict[str, Any], now: datetime | None = None) -> list[str]:
+def job_details(
+    job: dict[str, Any],
+    now: datetime | None = None,
+    *,
+    default_limits: throttle.Limits | None = None,
+) -> list[str]:
     """`--status`: what the job is, where it stands, its statistics and what to do next."""
     status = job["status"]
     if job.get("rolled_back_by"):
@@ -345,21 +351,22 @@ def job_details(job: dict[str, Any], now: datetime | None = None) -> list[str]:
         age = ((now or datetime.now(UTC)) - job["heartbeat_at"]).total_seconds()
         beat = _when(job["heartbeat_at"], " UTC")
         lines.append(f"Last Heartbeat: {beat} ({max(age, 0):.0f} s ago)")
-    lines += _pacing_lines(job)
+    lines += _pacing_lines(job, default_limits or throttle.Limits())
     if job["error"]:
         lines.append(f"Error: {_printable(job['error'])}")
     summary = migration_summary if job["kind"] == "migrate" else rollback_summary
     return [*lines, "", *summary(job, None), *closing_lines(job, job["status"])[2:]]
 
 
-def _pacing_lines(job: dict[str, Any]) -> list[str]:
-    """`--status`: batch sizing, the limits, and what the job waits on."""
+def _pacing_lines(job: dict[str, Any], default_limits: throttle.Limits) -> list[str]:
+    """`--status`: batch sizing, the limits (a limit its row lacks: the default), the wait."""
     sizing = "adaptive" if job.get("adaptive") else "fixed"
     if job.get("current_batch_size"):
         sizing += f", last batch {job['current_batch_size']}"
     lines = [f"Batch Sizing: {sizing}"]
     if job.get("limits"):
-        lines.append("Limits: " + limits.shown(job["limits"]))
+        in_force = throttle.Limits.from_dict(job["limits"], default_limits)
+        lines.append("Limits: " + limits.shown(in_force.as_dict()))
     if job.get("throttle"):
         lines.append(_sentence(waiting_text(job["throttle"])))
     return lines

@@ -125,7 +125,10 @@ async def test_a_rolled_back_job_cannot_be_resumed_and_verify_does_not_judge_it(
     await demo.write(database_url, sessions=800, seed=34)
     expected = await model_outcome(db)
     job = (
-        await client.post(BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 100})
+        await client.post(
+            BASE,
+            params={"dry_run": "false", "batch_size": 20, "pause_ms": 100, "adaptive": "false"},
+        )
     ).json()
     await wait_for(client, job["id"], lambda j: j["stats"]["goals_created"] > 0)
     assert (await client.post(f"{BASE}/{job['id']}/cancel")).status_code == 202
@@ -187,7 +190,10 @@ async def test_failed_sessions_are_reconciled(db, settings, database_url, client
 async def test_cancel_during_a_long_pause_takes_effect_within_a_second(client, db, database_url):
     await demo.write(database_url, sessions=300, seed=37)
     job = (
-        await client.post(BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 30000})
+        await client.post(
+            BASE,
+            params={"dry_run": "false", "batch_size": 20, "pause_ms": 30000, "adaptive": "false"},
+        )
     ).json()
     await wait_for(client, job["id"], lambda j: j["stats"]["goals_created"] > 0)
     began = time.monotonic()

@@ -76,7 +76,7 @@ async def test_metrics_follow_a_running_job_and_end_at_its_statistics(served, db
     expected = await model_outcome(db, fail_sessions=failing)
     await helpers.fail_goal_inserts_for(db, failing)
     response = await client.post(
-        BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 200}
+        BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 200, "adaptive": "false"}
     )
     job_id = response.json()["id"]
     labels = {"job_id": job_id, "kind": "migrate", "dry_run": "false"}

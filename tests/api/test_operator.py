@@ -48,7 +48,10 @@ async def test_unknown_parameters_and_bodies_are_refused_by_name(client, db, dat
 async def test_resume_takes_new_settings_and_records_them(client, db, database_url):
     await demo.write(database_url, sessions=400, seed=43)
     job = (
-        await client.post(BASE, params={"dry_run": "false", "batch_size": 10, "pause_ms": 200})
+        await client.post(
+            BASE,
+            params={"dry_run": "false", "batch_size": 10, "pause_ms": 200, "adaptive": "false"},
+        )
     ).json()
     await wait_for(client, job["id"], lambda j: j["stats"]["goals_created"] > 0)
     await client.post(f"{BASE}/{job['id']}/cancel")

@@ -92,7 +92,9 @@ async def test_confirmed_from_must_be_a_succeeded_dry_run(client, database_url):
     assert response.status_code == 409
     assert response.json()["detail"].endswith("is not a dry-run migration")
 
-    stopped = await client.post(BASE, params={"dry_run": "true", "batch_size": 1, "pause_ms": 200})
+    stopped = await client.post(
+        BASE, params={"dry_run": "true", "batch_size": 1, "pause_ms": 200, "adaptive": "false"}
+    )
     stopped = stopped.json()
     assert (await client.post(f"{BASE}/{stopped['id']}/cancel")).status_code == 202
     assert (await wait_for(client, stopped["id"]))["status"] == "cancelled"

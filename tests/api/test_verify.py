@@ -172,7 +172,10 @@ async def test_a_target_whose_rollback_never_ran_can_be_resumed(client, db, data
     expected = await model_outcome(db)
     async with helpers.gate_closed(db, partition=1, refuse=True):
         job = (
-            await client.post(BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 20})
+            await client.post(
+                BASE,
+                params={"dry_run": "false", "batch_size": 20, "pause_ms": 20, "adaptive": "false"},
+            )
         ).json()
         await wait_for(client, job["id"], lambda j: j["stats"]["goals_created"] > 0)
         assert (await client.post(f"{BASE}/{job['id']}/cancel")).status_code == 202

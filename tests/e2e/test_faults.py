@@ -13,7 +13,7 @@ from tests.helpers import until
 
 async def _start_slow_job(server: Server) -> str:
     response = await server.client.post(
-        BASE, params={"dry_run": "false", "batch_size": 10, "pause_ms": 40}
+        BASE, params={"dry_run": "false", "batch_size": 10, "pause_ms": 40, "adaptive": "false"}
     )
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]

@@ -37,7 +37,7 @@ async def test_a_whole_job_logs_one_json_object_a_line_without_clinical_text(
         await admin.execute(f"ALTER DATABASE {database} SET lock_timeout = '300ms'")
         server = await servers(LOG_FORMAT="json")
         response = await server.client.post(
-            BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 50}
+            BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 50, "adaptive": "false"}
         )
         job_id = response.json()["id"]
         await helpers.until(lambda: created(server, job_id), 30, "a first batch")

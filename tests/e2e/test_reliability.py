@@ -63,7 +63,7 @@ async def test_a_frozen_process_never_commits_after_losing_its_job(
     other = await servers(STALE_AFTER_SECONDS="3")
 
     started = await frozen.client.post(
-        BASE, params={"dry_run": "false", "batch_size": 50, "pause_ms": 300}
+        BASE, params={"dry_run": "false", "batch_size": 50, "pause_ms": 300, "adaptive": "false"}
     )
     assert started.status_code == 202, started.text
     job_id = started.json()["id"]
@@ -150,7 +150,7 @@ async def test_sigterm_during_a_long_pause_marks_the_job_interrupted_at_once(
     await demo.write(database_url, sessions=300, seed=22)
     server = await servers()
     started = await server.client.post(
-        BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 30000}
+        BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 30000, "adaptive": "false"}
     )
     job_id = started.json()["id"]
     await until(lambda: created(server, job_id), 30, "the first batch to commit")
@@ -182,7 +182,8 @@ async def test_a_postgresql_restart_mid_run_ends_exact(own_server):
         await db.dispose()
         await server.ready()
         started = await server.client.post(
-            BASE, params={"dry_run": "false", "batch_size": 20, "pause_ms": 100}
+            BASE,
+            params={"dry_run": "false", "batch_size": 20, "pause_ms": 100, "adaptive": "false"},
         )
         job_id = started.json()["id"]
         await until(lambda: created(server, job_id), 30, "the first batch to commit")

@@ -9,17 +9,21 @@ client: the time a clinician waits. The text it writes is synthetic, never a ses
 
 import asyncio
 import contextlib
+import json
 import random
 import statistics
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 
 CLIENTS = 24
 THINK_SECONDS = (0.05, 0.15)  # between one request of a client and its next
 PATIENTS = 2000  # the patients the clinicians look after, drawn from the sessions
+_REPO = Path(__file__).resolve().parent.parent  # where `python -m bench.clinicians` runs
 
 _PATIENTS_SQL = """
 SELECT patient_id, therapist_id FROM therapy_sessions TABLESAMPLE SYSTEM (5) LIMIT $1
@@ -96,40 +100,83 @@ async def _client(url: str, people: list, stop: asyncio.Event, seen: Latencies, 
 
 
 class Workload:
-    """The clinicians at work on `url` until stopped; `measure()` opens a window of interest."""
+    """The clinicians at work on `url`, in a process of their own, until the block ends.
+
+    The platform is another application: its clients must not share an event loop (or a core's
+    turn) with the benchmark's own poller and profiler, whose delays would be counted as the
+    clinicians'. The child takes one command per line on stdin: `measure` opens a fresh window
+    (warm-up left out), `summary` prints the window as one JSON line.
+    """
 
     def __init__(self, url: str, *, clients: int = CLIENTS, seed: int = 7):
         self.url, self.clients, self.seed = url, clients, seed
-        self.stop = asyncio.Event()
-        self.window = Latencies()
-        self._tasks: list[asyncio.Task] = []
+        self._child: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> "Workload":
-        conn = await asyncpg.connect(self.url)
-        try:
-            people = [tuple(r) for r in await conn.fetch(_PATIENTS_SQL, PATIENTS)]
-        finally:
-            await conn.close()
-        self._tasks = [
-            asyncio.create_task(_client(self.url, people, self.stop, self.window, self.seed + i))
-            for i in range(self.clients)
-        ]
+        self._child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.clinicians", self.url, str(self.clients), str(self.seed),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=_REPO,
+        )  # fmt: skip
+        await self._ask("ready")
         return self
 
-    def measure(self) -> Latencies:
-        """Start a fresh window: requests from now on count in it (warm-up left out)."""
-        self.window.by_kind = {}
-        return self.window
+    async def measure(self) -> None:
+        """Start a fresh window: requests from now on count in it."""
+        await self._ask("measure")
+
+    async def summary(self) -> dict:
+        """The window so far, as Latencies.summary gives it."""
+        return json.loads(await self._ask("summary"))
+
+    async def _ask(self, command: str) -> str:
+        self._child.stdin.write(f"{command}\n".encode())
+        await self._child.stdin.drain()
+        line = await self._child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the clinicians' workload ended (exit {await self._child.wait()})")
+        return line.decode()
 
     async def __aexit__(self, *exc) -> None:
-        self.stop.set()
-        await asyncio.gather(*self._tasks)
+        self._child.stdin.close()
+        await self._child.wait()
 
 
 async def idle(url: str, seconds: float) -> dict:
     """The workload alone: what clinicians feel when no migration runs."""
     async with Workload(url) as work:
         await asyncio.sleep(2)  # connections open, caches warm
-        window = work.measure()
+        await work.measure()
         await asyncio.sleep(seconds)
-        return window.summary()
+        return await work.summary()
+
+
+async def _serve(url: str, clients: int, seed: int) -> None:
+    """The child: run the clients, answer the parent's commands until stdin closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    conn = await asyncpg.connect(url)
+    try:
+        people = [tuple(r) for r in await conn.fetch(_PATIENTS_SQL, PATIENTS)]
+    finally:
+        await conn.close()
+    stop, window = asyncio.Event(), Latencies()
+    tasks = [
+        asyncio.create_task(_client(url, people, stop, window, seed + i)) for i in range(clients)
+    ]
+    try:
+        while command := (await reader.readline()).decode().strip():
+            if command == "measure":
+                window.by_kind = {}
+            answer = json.dumps(window.summary()) if command == "summary" else command
+            sys.stdout.write(answer + "\n")
+            sys.stdout.flush()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

@@ -278,18 +278,13 @@ async def clinicians_phase(cluster: Cluster, work: Path, options: Options) -> di
         await settle(options)
         idle = await clinicians.idle(url, CLINICIANS_IDLE_SECONDS)
     say(f"clinicians, no migration: p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms")
-    async with cluster.clone("clinicians_fixed") as url:
-        await settle(options)
-        async with clinicians.Workload(url) as workload:
-            await asyncio.sleep(2)
-            window = workload.measure()
     during = {}
     for mode in ("fixed", "adaptive"):
         async with cluster.clone(f"clinicians_{mode}") as url:
             await settle(options)
             async with clinicians.Workload(url) as workload:
                 await asyncio.sleep(2)
-                window = workload.measure()
+                await workload.measure()
                 run = await api.run_job(
                     url,
                     dry_run=False,
@@ -298,7 +293,7 @@ async def clinicians_phase(cluster: Cluster, work: Path, options: Options) -> di
                     label=f"clinicians_{mode}",
                     adaptive=mode == "adaptive",
                 )
-                seen = window.summary()
+                seen = await workload.summary()
         say(
             f"clinicians, during a {mode} run ({run.seconds:.2f} s): p50 {seen['p50_ms']} ms, "
             f"p99 {seen['p99_ms']} ms"

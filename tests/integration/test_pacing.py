@@ -5,6 +5,7 @@ and however often it waited: sizes only move where batches end, and batches hold
 """
 
 import asyncio
+import contextlib
 import statistics
 import time
 
@@ -14,7 +15,8 @@ from sqlalchemy import text
 from app import demo
 from app.config import load_settings
 from app.db import create_engine
-from app.jobs import runner
+from app.jobs import runner, throttle
+from app.jobs.throttle import Limits
 from tests import helpers
 from tests.conftest import SECRET
 from tests.expected import model_outcome
@@ -216,5 +218,87 @@ async def test_with_clinicians_at_work_the_job_runs_one_batch_at_a_time_and_rest
         for one, after in zip(batches, batches[1:], strict=False):
             gap = (after.inserted_at - one.inserted_at).total_seconds()
             assert gap >= 2 * one.seconds * 0.9, (gap, one.seconds)
+    finally:
+        await db.dispose()
+
+
+async def _reading_during_a_vacuum(db, database_url) -> dict:
+    """The vacuums row SIGNALS_SQL reads while a real VACUUM works on treatment_goals.
+
+    The autovacuum launcher decides when its workers run, so the vacuum here is an operator's,
+    slowed to a crawl; only its query text differs from an autovacuum worker's row.
+    """
+    vacuum = await asyncpg.connect(database_url)
+    try:
+        await vacuum.execute("SET vacuum_cost_delay = 100; SET vacuum_cost_limit = 1")
+        running = asyncio.create_task(vacuum.execute("VACUUM treatment_goals"))
+
+        async def seen():
+            async with db.connect() as conn:
+                health = await throttle.read(conn)
+            return [v for v in health.vacuums if v["query"] == "VACUUM treatment_goals"]
+
+        (row,) = await helpers.until(seen, what="the VACUUM in pg_stat_progress_vacuum")
+        async with db.connect() as conn:
+            await conn.execute(
+                text("SELECT pg_cancel_backend(:pid)"), {"pid": vacuum.get_server_pid()}
+            )
+        with contextlib.suppress(asyncpg.QueryCanceledError):
+            await running
+        return row
+    finally:
+        await vacuum.close()
+
+
+async def test_the_job_yields_to_an_autovacuum_called_for_by_dead_rows_not_by_its_inserts(
+    database_url,
+):
+    await demo.write(database_url, sessions=1500, seed=44)
+    settings = _settings(database_url)
+    db = create_engine(settings)
+    try:
+        job = await helpers.run(db, settings, batch_size=200)  # goals inserted, none deleted
+        assert job["status"] == "succeeded"
+        async with db.begin() as conn:
+            await conn.execute(text("ANALYZE treatment_goals"))
+            rows = (await conn.execute(text("SELECT count(*) FROM treatment_goals"))).scalar()
+        autovacuum = {"query": "autovacuum: VACUUM public.treatment_goals"}
+
+        after_inserts = await _reading_during_a_vacuum(db, database_url)
+        assert after_inserts["dead_rows"] == 0
+        assert after_inserts["dead_rows_trigger"] == 50 + 0.2 * rows  # the server's defaults
+        health = throttle.Health(standbys=[], slots=[], vacuums=[after_inserts | autovacuum])
+        assert throttle.decide(health, Limits()) is None
+
+        # A rollback's deletes leave dead rows; a table of its own settings counts its own.
+        async with db.begin() as conn:
+            await conn.execute(
+                text("ALTER TABLE treatment_goals SET (autovacuum_vacuum_threshold = 10)")
+            )
+            await conn.execute(
+                text(
+                    "DELETE FROM treatment_goals "
+                    "WHERE ctid IN (SELECT ctid FROM treatment_goals LIMIT 500)"
+                )
+            )
+
+        async def counted():
+            async with db.connect() as conn:
+                dead = await conn.execute(
+                    text(
+                        "SELECT n_dead_tup FROM pg_stat_all_tables "
+                        "WHERE relname = 'treatment_goals'"
+                    )
+                )
+                return dead.scalar() >= 500
+
+        await helpers.until(counted, what="the deleted goals in pg_stat_all_tables")
+        after_deletes = await _reading_during_a_vacuum(db, database_url)
+        assert after_deletes["dead_rows"] >= 500
+        assert after_deletes["dead_rows_trigger"] == 10 + 0.2 * rows
+        health = throttle.Health(standbys=[], slots=[], vacuums=[after_deletes | autovacuum])
+        trip = throttle.decide(health, Limits())
+        assert (trip.signal, trip.where) == ("autovacuum", "treatment_goals")
+        assert throttle.decide(health, Limits(yield_to_autovacuum=False)) is None
     finally:
         await db.dispose()

@@ -83,6 +83,31 @@ def test_autovacuum_on_the_migrated_tables(query, age, signal):
         assert trip.where == "treatment_goals"
 
 
+@pytest.mark.parametrize(
+    ("dead_rows", "trigger", "signal"),
+    [
+        # After a migration's inserts: the vacuum that follows them only marks pages visible.
+        (0, 50_050.0, None),
+        (50_050, 50_050.0, None),  # autovacuum.c vacuums above the trigger, not at it
+        (50_051, 50_050.0, "autovacuum"),  # after a rollback's deletes, or clinicians' updates
+        (None, None, "autovacuum"),  # a reading without the counts: taken as dead rows
+    ],
+)
+def test_only_an_autovacuum_called_for_by_dead_rows_makes_the_job_wait(dead_rows, trigger, signal):
+    vacuum = {
+        "table": "treatment_goals",
+        "query": "autovacuum: VACUUM public.treatment_goals",
+        "xid_age": 1000,
+        "freeze_max_age": 200_000_000,
+        "dead_rows": dead_rows,
+        "dead_rows_trigger": trigger,
+    }
+    trip = decide(_health(vacuums=[vacuum]), Limits())
+    assert (trip.signal if trip else None) == signal
+    wraparound = {**vacuum, "query": vacuum["query"] + " (to prevent wraparound)"}
+    assert decide(_health(vacuums=[wraparound]), Limits()).signal == "anti_wraparound_vacuum"
+
+
 def test_anti_wraparound_vacuum_yields_even_with_autovacuum_turned_off():
     vacuum = {
         "table": "therapy_sessions",

@@ -11,7 +11,7 @@ on rows captured from the real views:
     standby replay lag (pg_stat_replication), seconds and bytes     max_replay_lag_seconds/_bytes
     logical replication slots, bytes not yet confirmed              max_replay_lag_bytes
     WAL archiver backlog, segments not yet archived                 max_archive_backlog
-    autovacuum on therapy_sessions or treatment_goals               yield_to_autovacuum
+    autovacuum on either table, called for by its dead rows         yield_to_autovacuum
     another session waiting on the job's locks                      max_lock_wait_seconds
     batch time per row (last 3 batches) over its recent median      max_batch_slowdown
     other sessions at work in the last second (clinicians)          share_above_sessions
@@ -144,6 +144,23 @@ def _amount(value: float | None, unit: str | None) -> str:
     return f"{number} {unit}" if unit else number
 
 
+def _vacuum_setting(name: str) -> str:
+    """A table's autovacuum setting: its own (ALTER TABLE … SET) or else the server's; NULL
+    where this PostgreSQL has no such setting."""
+    return (
+        f"coalesce((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions)"
+        f" WHERE option_name = '{name}'), current_setting('{name}', true)::float8)"
+    )
+
+
+# How many dead rows make autovacuum vacuum a table, as autovacuum.c reckons it: threshold +
+# scale factor × rows, capped by the maximum threshold where there is one (PostgreSQL 18).
+_DEAD_ROWS_TRIGGER = (
+    f"least({_vacuum_setting('autovacuum_vacuum_threshold')}"
+    f" + {_vacuum_setting('autovacuum_vacuum_scale_factor')} * greatest(c.reltuples, 0),"
+    f" nullif({_vacuum_setting('autovacuum_vacuum_max_threshold')}, -1))"
+)
+
 # One round trip: standbys, logical slots, vacuums on the two tables, and the archiver.
 SIGNALS_SQL = f"""
 SELECT
@@ -160,9 +177,12 @@ SELECT
                 'table', c.relname,
                 'query', a.query,
                 'xid_age', age(c.relfrozenxid),
-                'freeze_max_age', current_setting('autovacuum_freeze_max_age')::bigint)), '[]')
+                'freeze_max_age', current_setting('autovacuum_freeze_max_age')::bigint,
+                'dead_rows', t.n_dead_tup,
+                'dead_rows_trigger', {_DEAD_ROWS_TRIGGER})), '[]')
      FROM pg_stat_progress_vacuum AS p
      JOIN pg_class AS c ON c.oid = p.relid
+     LEFT JOIN pg_stat_all_tables AS t ON t.relid = p.relid
      LEFT JOIN pg_stat_activity AS a ON a.pid = p.pid
      WHERE p.relid IN ({", ".join(f"to_regclass('{t}')" for t in _TABLES)})) AS vacuums,
     current_setting('archive_mode') AS archive_mode,
@@ -253,6 +273,18 @@ def _autovacuum(vacuum: dict[str, Any]) -> bool:
     return query.startswith("autovacuum:") or query == "<insufficient privilege>"
 
 
+def _for_dead_rows(vacuum: dict[str, Any]) -> bool:
+    """Whether the table holds enough dead rows to have called for this vacuum.
+
+    The other kind follows inserts alone (autovacuum_vacuum_insert_threshold): it marks the new
+    pages visible. A migration sets one off on treatment_goals each time its goals add a fifth
+    to the table, and waiting for it would only stop the job on its own wake: the vacuum goes at
+    its cost-limited pace either way. A reading without the counts is taken as dead rows.
+    """
+    dead, trigger = vacuum.get("dead_rows"), vacuum.get("dead_rows_trigger")
+    return dead is None or trigger is None or dead > trigger
+
+
 def decide(
     health: Health,
     limits: Limits,
@@ -293,7 +325,7 @@ def decide(
         return Trip("archive_backlog", backlog, limits.max_archive_backlog, "segments")
     if limits.yield_to_autovacuum:
         for vacuum in health.vacuums:
-            if _autovacuum(vacuum):
+            if _autovacuum(vacuum) and _for_dead_rows(vacuum):
                 return Trip("autovacuum", None, None, None, vacuum["table"])
     if _over(lock_wait, limits.max_lock_wait_seconds):
         return Trip("lock_waits", round(lock_wait, 2), limits.max_lock_wait_seconds, "s")

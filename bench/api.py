@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -88,11 +89,15 @@ async def run_job(
     label: str,
     rollback_of: str | None = None,
     adaptive: bool = True,
+    on_started: Callable[[], Awaitable] | None = None,
+    on_ended: Callable[[], Awaitable] | None = None,
 ) -> JobRun:
     """Start the service on `database_url`, run one job through it, stop the service.
 
     The job migrates, or with `rollback_of` (a job id) rolls that job back. `adaptive` false
     keeps batch_size for every batch; true (the API's default) starts there and tunes it.
+    `on_started` is awaited once the API has accepted the job, `on_ended` once the job has
+    ended, both while the service still runs: what happens between them is the job's doing.
     """
     secret = secrets.token_urlsafe(48)
     token = security.mint(secret=secret, sub="bench", role="admin", ttl_seconds=6 * 3600)
@@ -113,6 +118,8 @@ async def run_job(
                     dry_run=dry_run,
                     batch_size=batch_size,
                     adaptive=adaptive,
+                    on_started=on_started,
+                    on_ended=on_ended,
                 )
         finally:
             stop_sampling.set()
@@ -133,6 +140,8 @@ async def _drive(
     dry_run: bool,
     batch_size: int,
     adaptive: bool,
+    on_started: Callable[[], Awaitable] | None,
+    on_ended: Callable[[], Awaitable] | None,
 ):
     cpu_before = cpu.seconds(server.pid) or 0.0
     started = time.perf_counter()
@@ -141,6 +150,8 @@ async def _drive(
     if response.status_code != 202:
         raise JobFailed(f"POST {path}: {response.status_code} {response.text}")
     job = response.json()
+    if on_started is not None:
+        await on_started()
     latencies: list[float] = []
     rss_max = 0.0
     next_at = time.monotonic()
@@ -158,6 +169,8 @@ async def _drive(
             latencies.append(latency)  # the bar is for polls while the job runs
         rss_max = max(rss_max, memory_mb(server.pid)["VmRSS"])
     wall = time.perf_counter() - started
+    if on_ended is not None:
+        await on_ended()
     service_cpu = (cpu.seconds(server.pid) or 0.0) - cpu_before
     if job["status"] != "succeeded":
         raise JobFailed(f"job {job['id']} ended {job['status']}: {job['error']}" + server.tail())

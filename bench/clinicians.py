@@ -111,6 +111,7 @@ class Workload:
     def __init__(self, url: str, *, clients: int = CLIENTS, seed: int = 7):
         self.url, self.clients, self.seed = url, clients, seed
         self._child: asyncio.subprocess.Process | None = None
+        self.seen: dict = {}
 
     async def __aenter__(self) -> "Workload":
         self._child = await asyncio.create_subprocess_exec(
@@ -129,6 +130,10 @@ class Workload:
     async def summary(self) -> dict:
         """The window so far, as Latencies.summary gives it."""
         return json.loads(await self._ask("summary"))
+
+    async def end(self) -> None:
+        """Close the window: `seen` keeps its summary."""
+        self.seen = await self.summary()
 
     async def _ask(self, command: str) -> str:
         self._child.stdin.write(f"{command}\n".encode())

@@ -284,7 +284,6 @@ async def clinicians_phase(cluster: Cluster, work: Path, options: Options) -> di
             await settle(options)
             async with clinicians.Workload(url) as workload:
                 await asyncio.sleep(2)
-                await workload.measure()
                 run = await api.run_job(
                     url,
                     dry_run=False,
@@ -292,8 +291,10 @@ async def clinicians_phase(cluster: Cluster, work: Path, options: Options) -> di
                     log_dir=work,
                     label=f"clinicians_{mode}",
                     adaptive=mode == "adaptive",
+                    on_started=workload.measure,
+                    on_ended=workload.end,
                 )
-                seen = await workload.summary()
+            seen = workload.seen
         say(
             f"clinicians, during a {mode} run ({run.seconds:.2f} s): p50 {seen['p50_ms']} ms, "
             f"p99 {seen['p99_ms']} ms"

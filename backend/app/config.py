@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     throttle_max_lock_wait_seconds: float = Field(default=0.2, ge=0)
     throttle_max_batch_slowdown: float = Field(default=4.0, ge=0)
     throttle_share_above_sessions: int = Field(default=2, ge=0)
+    # While clinicians work: the share of the time the job's batches may take (the rest of it
+    # the job rests), and the duration its adaptive batches aim at meanwhile (docs/BENCHMARKS.md
+    # measures what clinicians feel at each share).
+    throttle_share_duty: float = Field(default=0.03, gt=0, le=1)
+    throttle_share_batch_seconds: float = Field(default=0.05, gt=0)
     throttle_check_seconds: float = Field(default=1.0, gt=0)
     throttle_recheck_seconds: float = Field(default=2.0, gt=0)
     lock_watch_seconds: float = Field(default=0.2, gt=0)

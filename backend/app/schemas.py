@@ -86,7 +86,8 @@ class Limits(BaseModel):
     share_above_sessions: int | None = Field(
         None,
         description="Share the database while more other sessions than this were at work in the "
-        "last second: one batch at a time, each followed by a rest as long as itself",
+        "last second: one short batch at a time, with rests that keep the job to "
+        "THROTTLE_SHARE_DUTY (3%) of the time",
     )
 
 

@@ -178,22 +178,29 @@ async def test_a_clinician_blocked_by_a_batch_makes_the_job_back_off_and_gets_th
         await db.dispose()
 
 
+async def _clinician(database_url: str, stop: asyncio.Event) -> None:
+    """One clinician reading goals every 20 ms until told to stop."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        while not stop.is_set():
+            await conn.fetch("SELECT id, status FROM treatment_goals LIMIT 5")
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
 async def test_with_clinicians_at_work_the_job_runs_one_batch_at_a_time_and_rests(database_url):
     await demo.write(database_url, sessions=3000, seed=44)
-    settings = _settings(database_url, lock_watch_seconds=0.05, throttle_recheck_seconds=0.2)
+    # A quarter of the time at work: each batch is followed by a rest three times as long.
+    settings = _settings(
+        database_url,
+        lock_watch_seconds=0.05,
+        throttle_recheck_seconds=0.2,
+        throttle_share_duty=0.25,
+    )
     db = create_engine(settings)
     stop = asyncio.Event()
-
-    async def clinician(n: int) -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            while not stop.is_set():
-                await conn.fetch("SELECT id, status FROM treatment_goals LIMIT 5")
-                await asyncio.sleep(0.02)
-        finally:
-            await conn.close()
-
-    clinicians = [asyncio.create_task(clinician(n)) for n in range(4)]
+    clinicians = [asyncio.create_task(_clinician(database_url, stop)) for _ in range(4)]
     try:
         expected = await model_outcome(db)
         await asyncio.sleep(0.3)
@@ -212,12 +219,67 @@ async def test_with_clinicians_at_work_the_job_runs_one_batch_at_a_time_and_rest
         assert shared and shared[0].details["signal"] == "clinicians_active"
         assert shared[0].details["sharing"] is True and shared[0].details["value"] >= 3
         # From then on the two partitions took turns: no batch overlapped another, and each
-        # was followed by a rest about as long as itself.
+        # was followed by a rest three times as long as itself.
         batches = [b for b in await _batches(db, job["id"]) if b.inserted_at > shared[0].at]
         assert len(batches) > 5
         for one, after in zip(batches, batches[1:], strict=False):
             gap = (after.inserted_at - one.inserted_at).total_seconds()
-            assert gap >= 2 * one.seconds * 0.9, (gap, one.seconds)
+            assert gap >= 4 * one.seconds * 0.9, (gap, one.seconds)
+    finally:
+        await db.dispose()
+
+
+async def test_adaptive_batches_shrink_while_sharing_and_the_rest_ends_when_clinicians_leave(
+    database_url,
+):
+    await demo.write(database_url, sessions=3000, seed=45)
+    # At 0.1% of the time, a rest is 999 times as long as the batch before it: seconds.
+    settings = _settings(
+        database_url,
+        lock_watch_seconds=0.05,
+        throttle_recheck_seconds=0.2,
+        throttle_share_duty=0.001,
+        throttle_share_batch_seconds=0.01,
+    )
+    db = create_engine(settings)
+    stop = asyncio.Event()
+    clinicians = [asyncio.create_task(_clinician(database_url, stop)) for _ in range(4)]
+    try:
+        expected = await model_outcome(db)
+        await asyncio.sleep(0.3)
+        job_id, token = await helpers.start_job(
+            db, settings, dry_run=False, batch_size=200, adaptive=True, partition_count=1
+        )
+        running = asyncio.create_task(runner.run_job(db, settings, job_id=job_id, token=token))
+
+        async def resting() -> bool:
+            throttled = [a.at for a in await _audit(db, job_id) if a.action == "throttled"]
+            batches = await _batches(db, job_id)
+            return bool(throttled) and batches[-1].inserted_at > throttled[0]
+
+        await helpers.until(resting, what="a batch of the job's while sharing")
+        rest = 999 * (await _batches(db, job_id))[-1].seconds
+        stop.set()
+        await asyncio.gather(*clinicians)
+        left = time.monotonic()
+        await asyncio.wait_for(running, 60)
+        # The clinicians' sessions are seen gone within a second; the rest ends half a second
+        # later at most, and the few batches left run at full speed.
+        assert time.monotonic() - left < 1.5 + 2 < rest, rest
+        job = await helpers.get(db, job_id)
+    finally:
+        stop.set()
+        await asyncio.gather(*clinicians)
+    try:
+        assert job["status"] == "succeeded"
+        assert helpers.stats(job) == expected.stats
+        assert await helpers.migrated_goals(db) == helpers.model_goals(expected)
+        actions = [a.action for a in await _audit(db, job_id)]
+        assert actions.index("throttled") < actions.index("throttle_cleared")
+        # Alone, batches of a few hundred sessions only grow toward 0.3 s; sharing, they aim at
+        # 0.01 s and shrink.
+        sizes = [b.batch_size for b in await _batches(db, job_id)]
+        assert any(after < before for before, after in zip(sizes, sizes[1:], strict=False)), sizes
     finally:
         await db.dispose()
 

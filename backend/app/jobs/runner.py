@@ -417,11 +417,16 @@ async def _heartbeat(db: AsyncEngine, settings: Settings, run: _Run) -> None:
         await _beat(db, run)
 
 
-async def _pause(db: AsyncEngine, run: _Run, seconds: float) -> None:
-    """The pause between batches: wakes at once on shutdown, within half a second on cancel."""
+async def _pause(
+    db: AsyncEngine, run: _Run, seconds: float, until: Callable[[], bool] | None = None
+) -> None:
+    """The pause between batches: wakes at once on shutdown, within half a second on cancel,
+    and within half a second of `until()` turning true."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         if await _wait(run.stop, min(left, 0.5)):
+            return
+        if until is not None and until():
             return
         await _beat(db, run)
 
@@ -674,7 +679,10 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
                 _retrying, settings, run, one_batch, partition=part.number,
                 on_timeout=sizer.timed_out,
             )  # fmt: skip
-            batch = await (_share(db, run, attempt) if sharing else attempt())
+            sizer.target_seconds = (
+                settings.throttle_share_batch_seconds if sharing else settings.batch_target_seconds
+            )
+            batch = await (_share(db, settings, run, attempt) if sharing else attempt())
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed
             run.slowdown.add(batch.seconds, batch.processed)
@@ -702,17 +710,30 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
             await _discard(conn)
 
 
-async def _share(db: AsyncEngine, run: _Run, attempt: Callable[[], Awaitable]) -> Any:
-    """While clinicians work: one batch of the job at a time, then a rest as long as it took.
+async def _share(
+    db: AsyncEngine, settings: Settings, run: _Run, attempt: Callable[[], Awaitable]
+) -> Any:
+    """While clinicians work: one short batch of the job at a time, then a rest, so that its
+    batches take THROTTLE_SHARE_DUTY of the time (3%: 0.05 s of work, 1.6 s of rest).
 
-    The job then keeps at most half of one core busy, so clinicians' statements find a core
-    free; with nobody else at work it goes back to all partitions at full speed.
+    What a batch costs clinicians is not only a core: its WAL is flushed by their commits, new
+    WAL segments are written while they wait, and the pages it reads push theirs out of shared
+    buffers. Only the share of their statements that meet a batch sets their p99, so the job
+    keeps that share small (docs/BENCHMARKS.md). The rest ends within half a second once they
+    are gone, and the job goes back to all partitions at full speed.
     """
+
+    def clinicians_gone() -> bool:
+        most = run.limits.share_above_sessions
+        return most is None or run.others_active <= most
+
     async with run.turn:
         began = time.monotonic()
         batch = await attempt()
         if batch is not None and not run.stop.is_set():
-            await _pause(db, run, time.monotonic() - began)
+            took = time.monotonic() - began
+            rest = took * (1 / settings.throttle_share_duty - 1)
+            await _pause(db, run, rest, until=clinicians_gone)
     return batch
 
 

@@ -17,8 +17,8 @@ on rows captured from the real views:
     other sessions at work in the last second (clinicians)          share_above_sessions
 
 Every signal but the last makes the job wait. The last makes it share: while clinicians work,
-one batch runs at a time and each is followed by a rest as long as itself, so the job takes
-half of one core at most and their statements find a core free (docs/BENCHMARKS.md measures
+one short batch runs at a time and rests follow it, so that batches take THROTTLE_SHARE_DUTY
+(3%) of the time and few of the clinicians' statements meet one (docs/BENCHMARKS.md measures
 what they feel). On an otherwise idle database the job runs at full speed.
 
 A limit set to null turns its signal off. Seeing the replication and vacuum views in full takes
@@ -93,7 +93,7 @@ class Trip:
 
     @property
     def sharing(self) -> bool:
-        """The job goes on at half of one core instead of waiting."""
+        """The job goes on at a small share of the time (THROTTLE_SHARE_DUTY) instead of waiting."""
         return self.signal in SHARING
 
     @property

@@ -89,6 +89,7 @@ async def run_job(
     label: str,
     rollback_of: str | None = None,
     adaptive: bool = True,
+    params: dict | None = None,
     on_started: Callable[[], Awaitable] | None = None,
     on_ended: Callable[[], Awaitable] | None = None,
 ) -> JobRun:
@@ -96,8 +97,9 @@ async def run_job(
 
     The job migrates, or with `rollback_of` (a job id) rolls that job back. `adaptive` false
     keeps batch_size for every batch; true (the API's default) starts there and tunes it.
-    `on_started` is awaited once the API has accepted the job, `on_ended` once the job has
-    ended, both while the service still runs: what happens between them is the job's doing.
+    `params` go with the start request (a health limit, say). `on_started` is awaited once the
+    API has accepted the job, `on_ended` once the job has ended, both while the service still
+    runs: what happens between them is the job's doing.
     """
     secret = secrets.token_urlsafe(48)
     token = security.mint(secret=secret, sub="bench", role="admin", ttl_seconds=6 * 3600)
@@ -118,6 +120,7 @@ async def run_job(
                     dry_run=dry_run,
                     batch_size=batch_size,
                     adaptive=adaptive,
+                    params=params or {},
                     on_started=on_started,
                     on_ended=on_ended,
                 )
@@ -140,12 +143,13 @@ async def _drive(
     dry_run: bool,
     batch_size: int,
     adaptive: bool,
+    params: dict,
     on_started: Callable[[], Awaitable] | None,
     on_ended: Callable[[], Awaitable] | None,
 ):
     cpu_before = cpu.seconds(server.pid) or 0.0
     started = time.perf_counter()
-    params = {"dry_run": str(dry_run).lower(), "batch_size": batch_size}
+    params = params | {"dry_run": str(dry_run).lower(), "batch_size": batch_size}
     response = await client.post(path, params=params | {"adaptive": str(adaptive).lower()})
     if response.status_code != 202:
         raise JobFailed(f"POST {path}: {response.status_code} {response.text}")

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -112,6 +113,7 @@ class Workload:
         self.url, self.clients, self.seed = url, clients, seed
         self._child: asyncio.subprocess.Process | None = None
         self.seen: dict = {}
+        self.ended_at: datetime | None = None
 
     async def __aenter__(self) -> "Workload":
         self._child = await asyncio.create_subprocess_exec(
@@ -132,8 +134,19 @@ class Workload:
         return json.loads(await self._ask("summary"))
 
     async def end(self) -> None:
-        """Close the window: `seen` keeps its summary."""
+        """Close the window and send the clinicians home: `seen` keeps its summary, `ended_at`
+        the moment. Once is enough; the block's end does it too."""
+        if self._child.stdin.is_closing():
+            return
         self.seen = await self.summary()
+        self.ended_at = datetime.now(UTC)
+        self._child.stdin.close()
+        await self._child.wait()
+
+    async def end_after(self, seconds: float) -> None:
+        """`end` after `seconds`, unless the block has ended first."""
+        await asyncio.sleep(seconds)
+        await self.end()
 
     async def _ask(self, command: str) -> str:
         self._child.stdin.write(f"{command}\n".encode())
@@ -144,8 +157,7 @@ class Workload:
         return line.decode()
 
     async def __aexit__(self, *exc) -> None:
-        self._child.stdin.close()
-        await self._child.wait()
+        await self.end()
 
 
 async def idle(url: str, seconds: float) -> dict:

@@ -59,3 +59,25 @@ def test_converges_on_a_linear_cost():
         size = sizer.size
         sizer.took(0.02 + 0.0001 * size, size)
     assert abs(0.02 + 0.0001 * sizer.size - 0.3) < 0.02
+
+
+def test_a_batch_drawn_for_the_size_before_counts_by_the_rows_it_went_through():
+    # The runner draws a batch's bounds during the batch before it, so the batch after a
+    # change still holds the old size: it is full for the size it asked for, and what it says
+    # about the time per row holds.
+    sizer = _sizer()
+    assert sizer.took(0.1, 1000) == 1500
+    assert sizer.took(0.1, 1000, asked=1000) == 2250  # 3,000 would take 0.3 s; one step
+    assert sizer.took(0.6, 1500, asked=1500) == 1500  # 750 would: 1/1.5 of 2,250 at most
+    assert sizer.took(0.001, 120, asked=1500) == 1500  # a partition's end still does not grow it
+
+
+def test_a_halving_is_flagged_until_the_next_batch():
+    sizer = _sizer()
+    sizer.timed_out()
+    assert sizer.halved and sizer.size == 500
+    sizer.took(0.3, 500)
+    assert not sizer.halved
+    fixed = _sizer(adaptive=False)
+    fixed.timed_out()
+    assert not fixed.halved and fixed.size == 1000

@@ -26,28 +26,41 @@ class Sizer:
     largest: int
     step: float
 
+    halved: bool = False
+
     def __post_init__(self) -> None:
         if self.adaptive:
             self.size = self._bounded(self.size)
 
-    def took(self, seconds: float, processed: int) -> int:
+    def took(self, seconds: float, processed: int, asked: int | None = None) -> int:
         """Learn from a committed batch; return the size of the next one.
 
-        A batch that went through fewer rows than it asked for (the end of a partition, a
-        patient boundary) says nothing about a larger one, so only full batches may grow it.
+        The size that would have taken the target is the rows processed × target / seconds;
+        the next size moves toward it by at most `step`. `asked` is the size the batch's bounds
+        were drawn for (the runner draws the next batch's bounds during this one, with the size
+        of the moment, so a new size shows from the batch after). A batch that went through
+        fewer rows than it asked for (the end of a partition) says nothing about a larger one,
+        so only full batches may grow it.
         """
-        if not self.adaptive or seconds <= 0:
+        self.halved = False
+        if not self.adaptive or seconds <= 0 or processed <= 0:
             return self.size
-        factor = min(max(self.target_seconds / seconds, 1 / self.step), self.step)
-        if factor > 1 and processed < self.size:
+        ideal = processed * self.target_seconds / seconds
+        if ideal > self.size and processed < (self.size if asked is None else asked):
             return self.size
-        self.size = self._bounded(round(self.size * factor))
+        self.size = self._bounded(
+            round(min(max(ideal, self.size / self.step), self.size * self.step))
+        )
         return self.size
 
     def timed_out(self) -> int:
-        """A statement or lock timeout ended the batch: halve before it is tried again."""
+        """A statement or lock timeout ended the batch: halve before it is tried again.
+
+        `halved` tells the runner not to reuse bounds drawn for the larger size.
+        """
         if self.adaptive:
             self.size = self._bounded(self.size // 2)
+            self.halved = True
         return self.size
 
     def _bounded(self, size: int) -> int:

@@ -442,6 +442,7 @@ class _Batch:
     failed: list[uuid.UUID] = field(default_factory=list)
     seconds: float = 0.0
     processed: int = 0  # sessions, or goals examined by a rollback
+    asked: int | None = None  # the size its bounds were drawn for, when not the sizer's now
 
 
 async def _health_gate(db: AsyncEngine, settings: Settings, run: _Run) -> bool:
@@ -682,11 +683,13 @@ async def _work(db: AsyncEngine, settings: Settings, run: _Run, part: store.Part
             sizer.target_seconds = (
                 settings.throttle_share_batch_seconds if sharing else settings.batch_target_seconds
             )
+            if sizer.halved:  # a halving shows at once: bounds drawn for more are dropped
+                known["ahead"] = None
             batch = await (_share(db, settings, run, attempt) if sharing else attempt())
             if batch is None:
                 return  # told to stop while waiting to retry; nothing of that batch committed
             run.slowdown.add(batch.seconds, batch.processed)
-            sizer.took(batch.seconds, batch.processed)
+            sizer.took(batch.seconds, batch.processed, batch.asked)
             if batch.failed:
                 _log_failed(job["id"], batch.failed, part.number)
             run.errors[part.number] = known["errors"] - run.errors_at_start[part.number]
@@ -781,9 +784,12 @@ async def _migrate_batch(
     """Migrate the next whole patients of this partition, or mark it done."""
     job = run.job
     hi = None
+    # The bounds the last batch drew for this one, with the size of that moment: any bounds give
+    # the same results, and drawing them anew would cost a statement (pacing.Sizer.took).
     ahead, known["ahead"] = known["ahead"], None
-    if ahead is not None and ahead[:2] == (lo, size):
-        hi = ahead[2]
+    asked = size
+    if ahead is not None and ahead[0] == lo:
+        asked, hi = ahead[1], ahead[2]
     elif lo is not None and lo <= part.range_end:
         hi = await engine.next_bound(conn, lo=lo, end=part.range_end, batch_size=size)
     if hi is None:
@@ -810,7 +816,7 @@ async def _migrate_batch(
         stats=result.stats,
         findings_stored=result.findings_stored,
         preview_stored=result.preview_stored,
-        batch=(size, processed, time.monotonic() - started),
+        batch=(asked, processed, time.monotonic() - started),
     )
     known["findings"] += result.findings_stored
     known["preview"] += result.preview_stored
@@ -818,7 +824,7 @@ async def _migrate_batch(
     if result.next_hi is not None:
         known["ahead"] = (partitions.after(hi), size, result.next_hi)
     batch = _Batch(hi, status, result.stats, result.report, result.failed_sessions)
-    batch.processed = processed
+    batch.processed, batch.asked = processed, asked
     return batch
 
 

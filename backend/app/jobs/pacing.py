@@ -1,7 +1,7 @@
 """Batch sizes tuned to time: each batch aims at a target duration, within bounds.
 
 A fixed batch_size is right for one database on one day. Here the size a batch asks for follows
-the time the last one took: size × target / seconds, moved at most `step` times per batch (one
+the time the last one took: its rows × target / seconds, moved at most `step` times per batch (one
 slow batch, or a fast one on warm caches, does not swing it), kept within [smallest, largest].
 A batch that hit a statement or lock timeout halves at once: the same size would meet the same
 timeout. The target is short (0.3 s by default) so the locks and the CPU a batch holds are given

@@ -114,6 +114,7 @@ class Workload:
         self._child: asyncio.subprocess.Process | None = None
         self.seen: dict = {}
         self.ended_at: datetime | None = None
+        self._leaving: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Workload":
         self._child = await asyncio.create_subprocess_exec(
@@ -125,9 +126,12 @@ class Workload:
         await self._ask("ready")
         return self
 
-    async def measure(self) -> None:
-        """Start a fresh window: requests from now on count in it."""
+    async def measure(self, seconds: float | None = None) -> None:
+        """Start a fresh window: requests from now on count in it; with `seconds`, `end` it
+        then unless it has ended before."""
         await self._ask("measure")
+        if seconds is not None:
+            self._leaving = asyncio.create_task(self._end_after(seconds))
 
     async def summary(self) -> dict:
         """The window so far, as Latencies.summary gives it."""
@@ -136,6 +140,8 @@ class Workload:
     async def end(self) -> None:
         """Close the window and send the clinicians home: `seen` keeps its summary, `ended_at`
         the moment. Once is enough; the block's end does it too."""
+        if self._leaving is not None and self._leaving is not asyncio.current_task():
+            self._leaving.cancel()
         if self._child.stdin.is_closing():
             return
         self.seen = await self.summary()
@@ -143,8 +149,7 @@ class Workload:
         self._child.stdin.close()
         await self._child.wait()
 
-    async def end_after(self, seconds: float) -> None:
-        """`end` after `seconds`, unless the block has ended first."""
+    async def _end_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         await self.end()
 

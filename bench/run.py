@@ -19,6 +19,7 @@ server as it is configured: BENCH_DURABLE and BENCH_PG_SETTINGS then do not appl
 """
 
 import asyncio
+import functools
 import os
 import platform
 import re
@@ -307,17 +308,6 @@ async def _beside_clinicians(url: str, work: Path, mode: str, params: dict) -> d
     """One real run with the clinicians at work from its start until it ends or they leave."""
     async with clinicians.Workload(url) as workload:
         await asyncio.sleep(2)  # connections open, caches warm
-        leaving: list[asyncio.Task] = []
-
-        async def started() -> None:
-            await workload.measure()
-            leaving.append(asyncio.create_task(workload.end_after(CLINICIANS_WINDOW_SECONDS)))
-
-        async def ended() -> None:
-            for task in leaving:
-                task.cancel()
-            await workload.end()
-
         run = await api.run_job(
             url,
             dry_run=False,
@@ -326,8 +316,8 @@ async def _beside_clinicians(url: str, work: Path, mode: str, params: dict) -> d
             label=f"clinicians_{mode}",
             adaptive=mode == "adaptive",
             params=params,
-            on_started=started,
-            on_ended=ended,
+            on_started=functools.partial(workload.measure, CLINICIANS_WINDOW_SECONDS),
+            on_ended=workload.end,
         )
     started_at = datetime.fromisoformat(run.job["started_at"])
     conn = await asyncpg.connect(url)

@@ -7,6 +7,7 @@ import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -316,3 +317,31 @@ async def clinical_texts(db: AsyncEngine) -> set[str]:
         goals = await conn.execute(text("SELECT description FROM treatment_goals"))
         found.update(d for (d,) in goals if len(d) >= 4)
     return found
+
+
+@asynccontextmanager
+async def clinicians_at_work(database_url: str, count: int, *, every: float = 0.02):
+    """`count` other sessions, each reading goals every `every` seconds, as long as the block
+    runs (the throttle counts them as clinicians at work); it yields a coroutine function that
+    sends them home earlier."""
+    stop = asyncio.Event()
+
+    async def clinician() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            while not stop.is_set():
+                await conn.fetch("SELECT id, status FROM treatment_goals LIMIT 5")
+                await asyncio.sleep(every)
+        finally:
+            await conn.close()
+
+    at_work = asyncio.gather(*(clinician() for _ in range(count)))
+
+    async def leave() -> None:
+        stop.set()
+        await at_work
+
+    try:
+        yield leave
+    finally:
+        await leave()

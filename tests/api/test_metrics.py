@@ -4,10 +4,8 @@ The job totals come from the job table, so they must equal what the API says the
 labels must never carry a patient or session id, and nothing may carry an action item's text.
 """
 
-import asyncio
 import logging
 
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -219,19 +217,7 @@ async def test_a_scrape_answers_while_the_database_is_away():
 async def test_a_job_sharing_the_database_shows_its_reason(served, database_url):
     client, scraper = served
     await demo.write(database_url, sessions=400, seed=72)
-    stop = asyncio.Event()
-
-    async def clinician() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            while not stop.is_set():
-                await conn.fetchval("SELECT count(*) FROM treatment_goals")
-                await asyncio.sleep(0.05)
-        finally:
-            await conn.close()
-
-    at_work = asyncio.gather(clinician(), clinician())
-    try:
+    async with helpers.clinicians_at_work(database_url, 2, every=0.05):
         params = {"dry_run": "false", "batch_size": 20, "pause_ms": 100, "adaptive": "false"}
         job = (await client.post(BASE, params=params | {"share_above_sessions": 1})).json()
         labels = {"job_id": job["id"], "kind": "migrate", "dry_run": "false"}
@@ -240,9 +226,6 @@ async def test_a_job_sharing_the_database_shows_its_reason(served, database_url)
         _, samples = await scrape(scraper)
         assert value(samples, "goal_migration_throttled", **labels, reason="clinicians_active") == 1
         assert value(samples, "goal_migration_throttled", **labels, reason="replay_lag_bytes") == 0
-    finally:
-        stop.set()
-        await at_work
     await wait_for(client, job["id"])
     _, samples = await scrape(scraper)
     assert not [

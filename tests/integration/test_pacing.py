@@ -178,39 +178,25 @@ async def test_a_clinician_blocked_by_a_batch_makes_the_job_back_off_and_gets_th
         await db.dispose()
 
 
-async def _clinician(database_url: str, stop: asyncio.Event) -> None:
-    """One clinician reading goals every 20 ms until told to stop."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        while not stop.is_set():
-            await conn.fetch("SELECT id, status FROM treatment_goals LIMIT 5")
-            await asyncio.sleep(0.02)
-    finally:
-        await conn.close()
+def _sharing_settings(database_url: str, **overrides):
+    """Settings that see clinicians within 50 ms and recheck often."""
+    return _settings(
+        database_url, lock_watch_seconds=0.05, throttle_recheck_seconds=0.2, **overrides
+    )
 
 
 async def test_with_clinicians_at_work_the_job_runs_one_batch_at_a_time_and_rests(database_url):
     await demo.write(database_url, sessions=3000, seed=44)
     # A quarter of the time at work: each batch is followed by a rest three times as long.
-    settings = _settings(
-        database_url,
-        lock_watch_seconds=0.05,
-        throttle_recheck_seconds=0.2,
-        throttle_share_duty=0.25,
-    )
+    settings = _sharing_settings(database_url, throttle_share_duty=0.25)
     db = create_engine(settings)
-    stop = asyncio.Event()
-    clinicians = [asyncio.create_task(_clinician(database_url, stop)) for _ in range(4)]
-    try:
+    async with helpers.clinicians_at_work(database_url, 4):
         expected = await model_outcome(db)
         await asyncio.sleep(0.3)
         limits = settings.limits().as_dict() | {"share_above_sessions": 2}
         job = await helpers.run(
             db, settings, batch_size=100, adaptive=False, partition_count=2, limits=limits
         )
-    finally:
-        stop.set()
-        await asyncio.gather(*clinicians)
     try:
         assert job["status"] == "succeeded" and job["throttle"] is None
         assert helpers.stats(job) == expected.stats
@@ -234,17 +220,11 @@ async def test_adaptive_batches_shrink_while_sharing_and_the_rest_ends_when_clin
 ):
     await demo.write(database_url, sessions=3000, seed=45)
     # At 0.1% of the time, a rest is 999 times as long as the batch before it: seconds.
-    settings = _settings(
-        database_url,
-        lock_watch_seconds=0.05,
-        throttle_recheck_seconds=0.2,
-        throttle_share_duty=0.001,
-        throttle_share_batch_seconds=0.01,
+    settings = _sharing_settings(
+        database_url, throttle_share_duty=0.001, throttle_share_batch_seconds=0.01
     )
     db = create_engine(settings)
-    stop = asyncio.Event()
-    clinicians = [asyncio.create_task(_clinician(database_url, stop)) for _ in range(4)]
-    try:
+    async with helpers.clinicians_at_work(database_url, 4) as leave:
         expected = await model_outcome(db)
         await asyncio.sleep(0.3)
         job_id, token = await helpers.start_job(
@@ -259,17 +239,13 @@ async def test_adaptive_batches_shrink_while_sharing_and_the_rest_ends_when_clin
 
         await helpers.until(resting, what="a batch of the job's while sharing")
         rest = 999 * (await _batches(db, job_id))[-1].seconds
-        stop.set()
-        await asyncio.gather(*clinicians)
+        await leave()
         left = time.monotonic()
         await asyncio.wait_for(running, 60)
         # The clinicians' sessions are seen gone within a second; the rest ends half a second
         # later at most, and the few batches left run at full speed.
         assert time.monotonic() - left < 1.5 + 2 < rest, rest
         job = await helpers.get(db, job_id)
-    finally:
-        stop.set()
-        await asyncio.gather(*clinicians)
     try:
         assert job["status"] == "succeeded"
         assert helpers.stats(job) == expected.stats

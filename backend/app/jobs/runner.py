@@ -727,8 +727,7 @@ async def _share(
     """
 
     def clinicians_gone() -> bool:
-        most = run.limits.share_above_sessions
-        return most is None or run.others_active <= most
+        return not throttle.clinicians_at_work(run.limits, run.others_active)
 
     async with run.turn:
         began = time.monotonic()

@@ -331,7 +331,7 @@ def decide(
         return Trip("lock_waits", round(lock_wait, 2), limits.max_lock_wait_seconds, "s")
     if slowdown is not None and _over(slowdown, limits.max_batch_slowdown):
         return Trip("batch_slowdown", round(slowdown, 1), limits.max_batch_slowdown, "×")
-    if _over(others_active, limits.share_above_sessions):
+    if clinicians_at_work(limits, others_active):
         return Trip("clinicians_active", others_active, limits.share_above_sessions, "sessions")
     return None
 
@@ -339,6 +339,11 @@ def decide(
 def _worst(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
     rows = [r for r in rows if r.get(key) is not None]
     return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def clinicians_at_work(limits: Limits, others_active: int) -> bool:
+    """Whether more other sessions are at work than the job runs at full speed beside."""
+    return _over(others_active, limits.share_above_sessions)
 
 
 def _over(value: float | None, limit: float | None) -> bool:

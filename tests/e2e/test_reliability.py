@@ -238,7 +238,17 @@ async def test_a_server_crash_that_loses_committed_batches_ends_exact(own_server
     url = await asyncio.to_thread(own_server.database)
     await demo.write(url, sessions=4000, seed=29)
     db = create_engine(load_settings(database_url=url, jwt_secret=SECRET, _env_file=None))
-    server = Server(url, HEARTBEAT_SECONDS="60", STALE_AFTER_SECONDS="180")
+    # No yielding either: a wait is recorded with a synchronous commit, which flushes every batch
+    # before it (batches with failed sessions are slow enough to trip the slowdown limit).
+    server = Server(
+        url,
+        HEARTBEAT_SECONDS="60",
+        STALE_AFTER_SECONDS="180",
+        THROTTLE_MAX_BATCH_SLOWDOWN="0",
+        THROTTLE_SHARE_ABOVE_SESSIONS="0",
+        THROTTLE_MAX_LOCK_WAIT_SECONDS="0",
+        THROTTLE_YIELD_TO_AUTOVACUUM="false",
+    )
     try:
         failing = sorted({goal[2] for goal in (await model_outcome(db)).goals})[::40]
         await helpers.fail_goal_inserts_for(db, failing)

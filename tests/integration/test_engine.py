@@ -508,3 +508,9 @@ def test_the_strategies_never_draw_a_nul():
             lambda value: "\x00" in value,
             settings=hsettings(max_examples=2000, database=None),
         )
+
+
+async def test_the_service_plans_its_statements_without_jit(db):
+    """Compiling took 27 ms of a 170 ms batch on a PostgreSQL built with LLVM (app/db.py)."""
+    async with db.connect() as conn:
+        assert (await conn.execute(text("SHOW jit"))).scalar_one() == "off"

@@ -223,6 +223,14 @@ async def clinician_waits_on_the_batch(db: AsyncEngine, clinician, *, job_id, go
     return edit
 
 
+def plan_scans(plan: dict, relation: str):
+    """Every scan node of `relation` in an EXPLAIN (FORMAT JSON) plan, depth first."""
+    if plan.get("Relation Name") == relation and "Scan" in plan["Node Type"]:
+        yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_scans(child, relation)
+
+
 def ts(day: int, minute: int = 0) -> datetime:
     """A session date `day` days after 2024-01-01 09:00 UTC."""
     return datetime(2024, 1, 1, 9, tzinfo=UTC) + timedelta(days=day, minutes=minute)

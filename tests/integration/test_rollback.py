@@ -24,14 +24,6 @@ PATIENTS = [uuid.UUID(int=(i + 1) << 120) for i in range(30)]
 BATCH = 100
 
 
-def _scans(plan: dict, relation: str):
-    """Every scan node of `relation` in an EXPLAIN (FORMAT JSON) plan, depth first."""
-    if plan.get("Relation Name") == relation and "Scan" in plan["Node Type"]:
-        yield plan
-    for child in plan.get("Plans", []):
-        yield from _scans(child, relation)
-
-
 def _literal(value) -> str:
     if isinstance(value, list):
         return "ARRAY[" + ",".join(_literal(v) for v in value) + "]::uuid[]"
@@ -82,5 +74,6 @@ async def test_a_batch_reads_only_its_goals_under_a_generic_plan_on_stale_statis
     finally:
         await conn.close()
     plan = json.loads(explained)[0]["Plan"]
-    read = [s["Actual Rows"] * s["Actual Loops"] for s in _scans(plan, "treatment_goals")]
+    scans = helpers.plan_scans(plan, "treatment_goals")
+    read = [s["Actual Rows"] * s["Actual Loops"] for s in scans]
     assert read and max(read) <= BATCH * targets, read  # at most a batch per target job

@@ -50,14 +50,22 @@ SELECT
 """
 
 # Each clinician's goal probes the (patient_id, md5(description)) index for a migrated twin.
+# OFFSET 0 keeps the planner from flattening the LATERAL into a join it may turn around: right
+# after a migration the statistics still say no goal has a source_job_id, and the planner then
+# probed once per migrated goal instead (200k sessions: 0.53 s against 0.03 s this way).
 _PAIRS_SQL = """
 SELECT count(*) OVER () AS pairs, m.patient_id, m.id AS migrated_goal_id, c.id AS other_goal_id
 FROM treatment_goals AS c
-JOIN treatment_goals AS m
-  ON m.patient_id = c.patient_id
- AND md5(m.description) = md5(c.description)
- AND m.description = c.description
-WHERE c.source_job_id IS NULL AND m.source_job_id IS NOT NULL
+CROSS JOIN LATERAL (
+    SELECT t.patient_id, t.id
+    FROM treatment_goals AS t
+    WHERE t.patient_id = c.patient_id
+      AND md5(t.description) = md5(c.description)
+      AND t.description = c.description
+      AND t.source_job_id IS NOT NULL
+    OFFSET 0
+) AS m
+WHERE c.source_job_id IS NULL
 ORDER BY m.patient_id, m.id, c.id
 LIMIT :examples
 """

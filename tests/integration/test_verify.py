@@ -54,7 +54,11 @@ async def test_duplicate_pairs_probe_once_per_clinicians_goal_on_stale_statistic
     finally:
         await conn.close()
     plan = json.loads(explained)[0]["Plan"]
-    probes = [s["Actual Loops"] for s in helpers.plan_scans(plan, "treatment_goals")]
-    clinicians_goals = len(clinicians) + 1
+    scans = list(helpers.plan_scans(plan, "treatment_goals"))
+    clinicians_goals, goals = len(clinicians) + 1, len(clinicians) + 1 + len(sessions) * 5
+    probes = [s["Actual Loops"] for s in scans]
     assert probes and max(probes) <= clinicians_goals, probes  # not one per migrated goal
+    read = [(s["Actual Rows"] + s.get("Rows Removed by Filter", 0)) * s["Actual Loops"]
+            for s in scans]  # fmt: skip
+    assert max(read) <= goals, read  # no scan reads the table more than once
     assert [(r["pairs"], r["patient_id"]) for r in pairs] == [(1, sessions[0]["patient_id"])]

@@ -181,7 +181,8 @@ async def engine_run(
                 f"{label}: the job reports {created} goals created, the ceiling {expected}"
             )
         rows_file = work / "ceiling.copy"
-        summary = {**run.summary(), "buffers": io}
+        # The polls themselves go back to the caller, which pools them; the file keeps percentiles.
+        summary = {**run.summary(), "buffers": io, "poll_ms": run.poll_ms}
         if expected is None:
             pass
         elif dry_run:
@@ -429,6 +430,9 @@ async def _measure(
         raise ceiling.RowSetMismatch(f"dry runs predicted {predicted} goals; real runs differ")
     naive = min(floors, key=lambda f: f.seconds) if floors else None
     undo = reals[0].pop("rollback", None)
+    # A dry run lasts about 15 polls, so its own p99 is its slowest poll; the bar's p99 is
+    # over every poll taken while the mix's real and dry runs ran (about 250).
+    polls = [ms for r in reals + drys for ms in r.pop("poll_ms")]
     real = min(reals, key=lambda r: r["seconds"])
     dry = min(drys, key=lambda r: r["seconds"])
     verify_seconds = min(r["verify"]["seconds"] for r in reals)
@@ -447,6 +451,8 @@ async def _measure(
         )
         for size in options.batch_sizes
     ]
+    for run in sweep:
+        run.pop("poll_ms")
     plans = await explain_plans(cluster, options) if options.extras else []
     workload = await clinicians_phase(cluster, work, options) if options.clinicians else None
     partitions = Settings.model_fields["job_partitions"].default
@@ -509,7 +515,8 @@ async def _measure(
             "rollback_vs_delete_time": undo and round(undo["seconds"] / undo["delete_seconds"], 3),
             "real_vs_ceiling_database_cpu": best
             and round(real["profile"]["backend_cpu_seconds"] / best.cpu_seconds, 3),
-            "poll_p99_ms": max(real["poll_p99_ms"] or 0, dry["poll_p99_ms"] or 0),
+            "poll_p99_ms": api.percentile(polls, 99),
+            "polls": len(polls),
             "rss_peak_mb": max(real["rss_peak_mb"], dry["rss_peak_mb"]),
         },
     }

@@ -223,6 +223,14 @@ async def clinician_waits_on_the_batch(db: AsyncEngine, clinician, *, job_id, go
     return edit
 
 
+async def keep_goal_statistics(db: AsyncEngine) -> None:
+    """Analyze treatment_goals now and keep those statistics, as they are right after a large
+    migration that autovacuum has not analyzed yet."""
+    async with db.begin() as conn:
+        await conn.execute(text("ALTER TABLE treatment_goals SET (autovacuum_enabled = off)"))
+        await conn.execute(text("ANALYZE treatment_goals"))
+
+
 def plan_scans(plan: dict, relation: str):
     """Every scan node of `relation` in an EXPLAIN (FORMAT JSON) plan, depth first."""
     if plan.get("Relation Name") == relation and "Scan" in plan["Node Type"]:

@@ -43,10 +43,7 @@ async def test_a_batch_reads_only_its_goals_under_a_generic_plan_on_stale_statis
     ]  # fmt: skip
     await helpers.load(db, users=[(p, "patient") for p in PATIENTS] + [(THERAPIST, "therapist")],
                        sessions=[])  # fmt: skip
-    async with db.begin() as conn:
-        # Statistics taken before the migration, and kept so: as right after a large migration.
-        await conn.execute(text("ALTER TABLE treatment_goals SET (autovacuum_enabled = off)"))
-        await conn.execute(text("ANALYZE treatment_goals"))
+    await helpers.keep_goal_statistics(db)  # taken before the migration
     jobs = []
     for part in range(targets):  # each target job migrates its share of the sessions
         await helpers.load(db, users=[], sessions=sessions[part::targets])

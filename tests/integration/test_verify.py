@@ -9,7 +9,6 @@ import json
 import uuid
 
 import asyncpg
-from sqlalchemy import text
 
 from app.jobs import verify
 from tests import helpers
@@ -25,10 +24,7 @@ async def test_duplicate_pairs_probe_once_per_clinicians_goal_on_stale_statistic
     users = [(p, "patient") for p in PATIENTS] + [(THERAPIST, "therapist")]
     clinicians = [(p, THERAPIST, "Walk daily", "assigned") for p in PATIENTS[:3]]
     await helpers.load(db, users=users, sessions=[], goals=clinicians)
-    async with db.begin() as conn:
-        # Statistics taken before the migration, and kept so: as right after a large migration.
-        await conn.execute(text("ALTER TABLE treatment_goals SET (autovacuum_enabled = off)"))
-        await conn.execute(text("ANALYZE treatment_goals"))
+    await helpers.keep_goal_statistics(db)  # taken before the migration
     sessions = [
         {"id": uuid.uuid4(), "patient_id": p, "therapist_id": THERAPIST, "session_date": ts(d),
          "notes": {"action_items": [{"task": f"Task {i} on day {d}"} for i in range(5)]}}
@@ -36,15 +32,9 @@ async def test_duplicate_pairs_probe_once_per_clinicians_goal_on_stale_statistic
     ]  # fmt: skip
     await helpers.load(db, users=[], sessions=sessions)
     await helpers.run(db, settings, batch_size=500)
-    async with db.begin() as conn:
-        # The clinician typed it again while its batch ran: one pair, as verify should report.
-        await conn.execute(
-            text(
-                "INSERT INTO treatment_goals (patient_id, therapist_id, description, status) "
-                "VALUES (:p, :t, 'Task 0 on day 0', 'assigned')"
-            ),
-            {"p": sessions[0]["patient_id"], "t": THERAPIST},
-        )
+    # The clinician typed it again while its batch ran: one pair, as verify should report.
+    twin = (sessions[0]["patient_id"], THERAPIST, "Task 0 on day 0", "assigned")
+    await helpers.load(db, users=[], sessions=[], goals=[twin])
 
     conn = await asyncpg.connect(database_url)
     try:

@@ -57,9 +57,10 @@ async def test_a_frozen_process_never_commits_after_losing_its_job(
     expected = await model_outcome(db)
     for statement in _SLOW_BATCHES:
         await execute(db, statement)
-    # The instance that will freeze keeps the default stale threshold, so that its own idle
-    # timeout (half of it) cannot end the frozen transaction first: the fence must stop it.
-    frozen = await servers()
+    # The instance that will freeze has a long stale threshold, so that its own idle timeout
+    # (half of it) cannot end the frozen transaction first: the fence must stop it. The default
+    # (15 s) was not enough on a slow CI machine, where the follow-up took that long to finish.
+    frozen = await servers(STALE_AFTER_SECONDS="600")
     other = await servers(STALE_AFTER_SECONDS="3")
 
     started = await frozen.client.post(

@@ -51,6 +51,27 @@ async def _waiting_on(db, job_id) -> str | None:
     return throttle and throttle["signal"]
 
 
+async def _batches(db, job_id) -> int:
+    async with db.connect() as conn:
+        landed = await conn.execute(
+            text("SELECT count(*) FROM migration_batches WHERE job_id = :job_id"),
+            {"job_id": job_id},
+        )
+        return landed.scalar_one()
+
+
+async def _settled(db, job_id) -> int:
+    """The job's batches once no new one has landed for half a second (10 s at most)."""
+    last = await _batches(db, job_id)
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        now = await _batches(db, job_id)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"the job kept committing batches while throttled: {last}")
+
+
 async def test_a_paused_standby_holds_the_job_until_it_replays_again(primary_and_standby):
     url, standby = primary_and_standby
     await demo.write(url, sessions=3000, seed=61)
@@ -82,7 +103,11 @@ async def test_a_paused_standby_holds_the_job_until_it_replays_again(primary_and
         assert throttle["where"] == Standby.APPLICATION_NAME
         assert throttle["value"] > throttle["threshold"] == 512 * 1024
         assert throttle["message"].startswith("standby replay lag (test_standby) ")
-        # It holds still while it waits.
+        # It holds still while it waits: the other partition may finish the one batch it had in
+        # flight when this one began to wait (on a busy machine that lands after the throttle
+        # shows), then it queues behind the wait too.
+        seen = await _batches(db, job_id)
+        assert await _settled(db, job_id) - seen <= 1
         held = (await helpers.get(db, job_id))["sessions_processed"]
         await asyncio.sleep(1.0)
         assert (await helpers.get(db, job_id))["sessions_processed"] == held < 3000

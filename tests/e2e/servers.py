@@ -96,3 +96,8 @@ async def ended(server: Server, job_id: str, seconds: float = 60) -> dict:
 
 async def created(server: Server, job_id: str) -> bool:
     return (await job_of(server, job_id))["stats"]["goals_created"] > 0
+
+
+async def said(server: Server, text: str) -> bool:
+    """The server's output has `text` in it (a log line is written after what it reports)."""
+    return text in server.output()

@@ -13,7 +13,7 @@ import asyncpg
 from app import demo
 from tests import helpers
 from tests.api.conftest import BASE
-from tests.e2e.servers import created, ended
+from tests.e2e.servers import created, ended, said
 
 JOB_EVENTS = {"job.started", "job.batch_retry", "job.sessions_failed", "job.ended"}
 
@@ -46,6 +46,8 @@ async def test_a_whole_job_logs_one_json_object_a_line_without_clinical_text(
             await helpers.until(lambda: _waiting_on_a_lock(admin), 10, "a batch to wait")
             await asyncio.sleep(1.5)  # a few lock timeouts' worth
         job = await ended(server, job_id)
+        # The end is logged after it is recorded: a poll can see it first.
+        await helpers.until(lambda: said(server, '"job.ended"'), 10, "the end to be logged")
     finally:
         await admin.close()
     assert job["status"] == "succeeded" and job["stats"]["errors"] > 0

@@ -21,7 +21,7 @@ from app.db import create_engine
 from tests import helpers
 from tests.api.conftest import BASE
 from tests.conftest import SECRET, _admin
-from tests.e2e.servers import Server, created, ended, job_of
+from tests.e2e.servers import Server, created, ended, job_of, said
 from tests.expected import doubled_pairs, model_outcome
 from tests.helpers import until
 from tests.pg import OwnServer
@@ -98,7 +98,7 @@ async def test_a_frozen_process_never_commits_after_losing_its_job(
     await until(lambda: _no_transaction_from_before(db, woken_at), 30, "the frozen batch to end")
     assert await doubled_pairs(db) == 0
     assert await helpers.migrated_goals(db) == before_wake  # the woken batch rolled back
-    await until(lambda: _said(frozen, f"job {job_id}: lease revoked"), 30, "the run to stop")
+    await until(lambda: said(frozen, f"job {job_id}: lease revoked"), 30, "the run to stop")
     # The fence stopped it, not PostgreSQL's idle-transaction timeout (which would have cut the
     # frozen batch's connection, and the woken process would have retried).
     assert "retrying" not in frozen.output()
@@ -139,10 +139,6 @@ async def _no_transaction_from_before(db, moment) -> bool:
             {"moment": moment},
         )
         return open_.scalar_one() == 0
-
-
-async def _said(server: Server, line: str) -> bool:
-    return line in server.output()
 
 
 async def test_sigterm_during_a_long_pause_marks_the_job_interrupted_at_once(

@@ -154,6 +154,7 @@ async def engine_run(
     undo: bool = False,
     check_verify: bool = False,
     adaptive: bool = True,
+    polls: list[float] | None = None,
 ) -> dict:
     """One job through the API on a fresh clone, its goals checked against the ceiling's.
 
@@ -161,7 +162,8 @@ async def engine_run(
 
     With `undo`, a real run is then rolled back and timed against the hand-written DELETE; with
     `check_verify`, verification is timed on it and must find nothing missing.
-    Without a ceiling (`expected` None) nothing is compared here; see _measure.
+    Without a ceiling (`expected` None) nothing is compared here; see _measure. With `polls`,
+    every poll's latency is added to it: the caller pools them over runs.
     """
     label = f"{'dry' if dry_run else 'real'}{batch_size}{'' if adaptive else 'fixed'}"
     async with cluster.clone(label) as url:
@@ -180,9 +182,10 @@ async def engine_run(
             raise ceiling.RowSetMismatch(
                 f"{label}: the job reports {created} goals created, the ceiling {expected}"
             )
+        if polls is not None:
+            polls.extend(run.poll_ms)
         rows_file = work / "ceiling.copy"
-        # The polls themselves go back to the caller, which pools them; the file keeps percentiles.
-        summary = {**run.summary(), "buffers": io, "poll_ms": run.poll_ms}
+        summary = {**run.summary(), "buffers": io}
         if expected is None:
             pass
         elif dry_run:
@@ -389,6 +392,9 @@ async def _measure(
     # The repeats interleave the ceiling, the floor and the engine, so that load from others
     # on the machine falls on all of them alike rather than on whichever ran during it.
     ceilings, ceiling_io, floors, reals, drys = [], [], [], [], []
+    # A dry run lasts about 15 polls, so its own p99 is its slowest poll; the bar's p99 is
+    # over every poll taken while the mix's real and dry runs ran (about 250).
+    polls: list[float] = []
     expected = None
     for i in range(options.repeats):
         if options.ceiling:
@@ -422,6 +428,7 @@ async def _measure(
                     expected=expected,
                     undo=options.extras and not dry_run and i == 0,
                     check_verify=not dry_run,
+                    polls=polls,
                 )
             )
     # The dry run predicts the real run: with or without a ceiling, they must agree.
@@ -430,9 +437,6 @@ async def _measure(
         raise ceiling.RowSetMismatch(f"dry runs predicted {predicted} goals; real runs differ")
     naive = min(floors, key=lambda f: f.seconds) if floors else None
     undo = reals[0].pop("rollback", None)
-    # A dry run lasts about 15 polls, so its own p99 is its slowest poll; the bar's p99 is
-    # over every poll taken while the mix's real and dry runs ran (about 250).
-    polls = [ms for r in reals + drys for ms in r.pop("poll_ms")]
     real = min(reals, key=lambda r: r["seconds"])
     dry = min(drys, key=lambda r: r["seconds"])
     verify_seconds = min(r["verify"]["seconds"] for r in reals)
@@ -451,8 +455,6 @@ async def _measure(
         )
         for size in options.batch_sizes
     ]
-    for run in sweep:
-        run.pop("poll_ms")
     plans = await explain_plans(cluster, options) if options.extras else []
     workload = await clinicians_phase(cluster, work, options) if options.clinicians else None
     partitions = Settings.model_fields["job_partitions"].default

@@ -184,7 +184,7 @@ _REPORT = """report AS (
 )"""
 
 # One pass over each CTE the counts need: a scalar subquery per count would scan `batch` and
-# `created` several times each, and keep `goals` materialized for its one count (together 18% of
+# `created` several times each, and keep `goals` materialized for its one count (about 15% of
 # a dry batch's time on PostgreSQL 15, docs/ENGINE.md). Items without a reason are the goals.
 _COUNTS = """
     b.sessions_processed, b.sessions_with_action_items, c.goals_created,
